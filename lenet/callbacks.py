@@ -1,0 +1,54 @@
+"""Training callbacks: per-epoch history (kept in checkpoints) and an atomic checkpoint writer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+
+HISTORY_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/f1")
+
+
+class History(L.Callback):
+    """Epoch-level metrics, one dict per epoch, for learning curves.
+
+    Stored in every checkpoint, so curves survive a resume and can be redrawn by evaluation.
+    """
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch + 1}
+        for key in HISTORY_KEYS:
+            name = f"{key}_epoch" if f"{key}_epoch" in metrics else key
+            if name in metrics:
+                row[key] = float(metrics[name])
+        self.epochs.append(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": list(self.epochs)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epochs = list(state_dict["epochs"])
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file and renames it into place.
+
+    A run killed mid-save leaves the previous checkpoint intact rather than half a file.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        torch.save(checkpoint, partial)
+        os.replace(partial, path)

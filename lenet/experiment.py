@@ -1,0 +1,122 @@
+"""What `python train.py` does: train (and test) a model from a composed Hydra config, or
+evaluate an existing checkpoint, writing everything into the run directory.
+
+`run(cfg)` returns the flat metrics dict, so tests and sweeps can call it directly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lenet.callbacks import AtomicCheckpointIO, History
+from lenet.data import MNISTDataModule
+from lenet.inference import load_model
+from lenet.metrics import SUMMARY_METRICS
+from lenet.models import count_parameters
+from lenet.report import evaluate_and_report
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key and the fix."""
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.train:
+        return train(cfg)
+    if not cfg.get("ckpt_path"):
+        raise ConfigError("train=false evaluates a checkpoint: add ckpt_path=<run dir or .ckpt file>.")
+    return evaluate(cfg)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.run_dir)
+    datamodule: MNISTDataModule = instantiate(cfg.data, _recursive_=False)
+    model = instantiate(cfg.model, _recursive_=False)
+    callbacks = [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
+
+    started = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_seconds = time.perf_counter() - started
+
+    checkpointing = trainer.checkpoint_callback
+    best = checkpointing.best_model_path or checkpointing.last_model_path
+    trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+    if not trainer.is_global_zero:  # DDP: rank 0 alone writes the report
+        return {}
+
+    history = next((cb.epochs for cb in callbacks if isinstance(cb, History)), [])
+    facts = {
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "fit_seconds": round(fit_seconds, 2),
+        "parameters": count_parameters(model.net),
+        "best_checkpoint": str(Path(best).resolve()),
+        "best_val_acc": float(checkpointing.best_model_score) if checkpointing.best_model_score is not None else None,
+        "world_size": trainer.world_size,
+    }
+    tensorboard = logger.experiment if logger else None
+    metrics = _report(best, datamodule, run_dir, history, facts, tensorboard, step=trainer.global_step)
+    if logger:
+        logger.log_hyperparams(_hparams(cfg), {k: metrics[k] for k in _headline_keys()})
+        logger.finalize("success")
+    return metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate a checkpoint on the official test set, rebuilt from its own hyperparameters."""
+    loaded = load_model(cfg.ckpt_path)
+    # Data as the model was trained on it, read from this machine's data directory.
+    data_hparams = {**loaded.data_hparams, "data_dir": cfg.data.data_dir, "download": cfg.data.download}
+    datamodule = MNISTDataModule(**data_hparams)
+    datamodule.setup("test")
+    run_dir = Path(cfg.run_dir)
+    tensorboard = None
+    if cfg.get("logger"):
+        from torch.utils.tensorboard import SummaryWriter
+
+        tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+    facts = {
+        "evaluated_checkpoint": str(loaded.checkpoint_path.resolve()),
+        "parameters": count_parameters(loaded.net),
+        "epochs": len(loaded.history),
+    }
+    metrics = _report(loaded, datamodule, run_dir, loaded.history, facts, tensorboard)
+    if tensorboard is not None:
+        for key in _headline_keys():
+            tensorboard.add_scalar(key, metrics[key])
+        tensorboard.close()
+    return metrics
+
+
+def _report(checkpoint, datamodule, run_dir, history, facts, tensorboard, step: int = 0) -> dict[str, Any]:
+    loaded = load_model(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
+    images, labels = datamodule.splits["test"]
+    name = type(loaded.net).__name__
+    return evaluate_and_report(
+        loaded, images, labels, run_dir, history, facts, tensorboard,
+        title=f"{name} on {datamodule.hparams.dataset} (official test set)", step=step,
+    )
+
+
+def _headline_keys() -> list[str]:
+    return [f"test/{name}" for name in SUMMARY_METRICS]
+
+
+def _hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The knobs worth comparing runs by, for TensorBoard's HPARAMS tab."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    return {
+        "seed": container["seed"],
+        "model": container["model"],
+        "data": {k: v for k, v in container["data"].items() if k != "data_dir"},
+        "trainer": {k: container["trainer"].get(k) for k in ("max_epochs", "accelerator", "devices", "precision")},
+    }

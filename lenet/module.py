@@ -1,0 +1,128 @@
+"""`Classifier`: the LightningModule around any network in lenet.models.
+
+It owns the loss, the optimiser and LR schedule (both given as Hydra configs and built here, so a
+checkpoint's hyperparameters alone rebuild the model) and the per-stage torchmetrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import Tensor
+
+from lenet.metrics import classification_metrics, per_class_keys, per_class_metrics
+
+# Scheduler arguments that mean "the whole run": left null in a config, they are filled with the
+# run's number of optimizer steps, so one-cycle or cosine schedules follow trainer.max_epochs.
+RUN_LENGTH_ARGUMENTS = ("total_steps", "T_max")
+
+
+def _plain(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Hydra DictConfig -> plain dict, so checkpoints hold only plain data (weights_only loading)."""
+    if spec is None:
+        return None
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(spec, DictConfig):
+            return OmegaConf.to_container(spec, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return {k: _plain(v) if isinstance(v, Mapping) else v for k, v in spec.items()}
+
+
+class Classifier(L.LightningModule):
+    """Cross-entropy classifier; `net`, `optimizer` and `scheduler` are `_target_` mappings.
+
+    >>> model = Classifier(net={"_target_": "lenet.models.LeNet5"},
+    ...                    optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1})
+    >>> model(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        net: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"model.label_smoothing={label_smoothing} must be in [0, 1)")
+        self.save_hyperparameters(
+            {
+                "net": _plain(net),
+                "optimizer": _plain(optimizer),
+                "scheduler": _plain(scheduler),
+                "label_smoothing": label_smoothing,
+                "num_classes": num_classes,
+            },
+            logger=False,  # hparams go to TensorBoard once, with the final metrics (lenet.experiment)
+        )
+        self.net = instantiate(self.hparams.net).to(memory_format=torch.channels_last)
+        self.train_metrics = classification_metrics(num_classes, "train/")
+        self.val_metrics = classification_metrics(num_classes, "val/")
+        self.test_metrics = classification_metrics(num_classes, "test/")
+        self.test_per_class = per_class_metrics(num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def model_step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        return loss, logits, y
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss, logits, y = self.model_step(batch)
+        # Metric objects and tensors are accumulated on the device; nothing here syncs with the host.
+        self.train_metrics.update(logits.detach(), y)
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log_dict(self.train_metrics.compute())
+        self.train_metrics.reset()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        loss, logits, y = self.model_step(batch)
+        self.val_metrics.update(logits, y)
+        self.log("val/loss", loss, on_epoch=True, batch_size=len(y), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_metrics.reset()
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        loss, logits, y = self.model_step(batch)
+        self.test_metrics.update(logits, y)
+        self.test_per_class.update(logits, y)
+        self.log("test/loss", loss, on_epoch=True, batch_size=len(y), sync_dist=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.log_dict(per_class_keys(self.test_per_class.compute(), "test/"))
+        self.test_metrics.reset()
+        self.test_per_class.reset()
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self(batch[0]).softmax(dim=1)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate(self.hparams.optimizer, _partial_=True)(self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        spec = dict(self.hparams.scheduler)
+        for key in RUN_LENGTH_ARGUMENTS:
+            if key in spec and spec[key] is None:
+                spec[key] = int(self.trainer.estimated_stepping_batches)
+        scheduler = instantiate(spec, _partial_=True)(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
