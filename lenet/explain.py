@@ -1,0 +1,409 @@
+"""Pictures of what a trained network does: filters, feature maps, saliency, embeddings, confusions.
+
+`lenet-explain RUN_DIR_OR_CKPT [IMAGE] --out DIR` writes them as PNG files (and to TensorBoard).
+Each picture is a compute function returning tensors and a figure function returning a Matplotlib
+figure, so notebooks and tests use the same code:
+
+    loaded = load_model("outputs/.../run")
+    x = normalize(image, loaded.mean, loaded.std)       # (1, 1, 28, 28) network input
+    saliency_figure(image, saliency(loaded.net, x))
+
+Layers are found by type with `named_modules()`, so any network in lenet.models works, not just
+LeNet5's layout. Networks are expected in eval mode (as `load_model` returns them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lenet.data import files_present, load_split, normalize
+from lenet.inference import LoadedModel, load_model
+from lenet.metrics import confusion_matrix
+from lenet.report import _pyplot
+
+# Layers whose outputs are images (channels × height × width): what "feature maps" means here.
+SPATIAL_LAYERS = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d)
+FIGURE_NAMES = ("filters", "feature_maps", "saliency", "embedding", "confused_pairs")
+EMBEDDING_METHODS = {"tsne": "t-SNE", "pca": "PCA"}  # --method value: name in titles
+
+
+# ----------------------------------------------------------------------------- finding layers
+
+
+def spatial_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every convolution and pooling layer, as (name, module) in registration order."""
+    return [(name, module) for name, module in net.named_modules() if isinstance(module, SPATIAL_LAYERS)]
+
+
+def first_conv(net: nn.Module) -> tuple[str, nn.Conv2d]:
+    for name, module in net.named_modules():
+        if isinstance(module, nn.Conv2d):
+            return name, module
+    raise ValueError(f"{type(net).__name__} has no nn.Conv2d layer: filters and Grad-CAM need a convolutional network.")
+
+
+def last_linear(net: nn.Module) -> tuple[str, nn.Linear]:
+    """The classifier's output layer: its input is the penultimate representation."""
+    linears = [(name, module) for name, module in net.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(net).__name__} has no nn.Linear layer, so it has no penultimate layer to embed.")
+    return linears[-1]
+
+
+@contextmanager
+def _recording(layers: Sequence[tuple[str, nn.Module]], inputs: bool = False) -> Iterator[list[tuple[str, Tensor]]]:
+    """Record (name, output) — or the first input — of each layer call, in execution order."""
+    calls: list[tuple[str, Tensor]] = []
+    if inputs:
+        hooks = [m.register_forward_pre_hook(lambda m, args, name=n: calls.append((name, args[0]))) for n, m in layers]
+    else:
+        hooks = [m.register_forward_hook(lambda m, args, out, name=n: calls.append((name, out))) for n, m in layers]
+    try:
+        yield calls
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _unit_range(values: Tensor) -> Tensor:
+    """Scale non-negative values to [0, 1] by their maximum; all zeros stay zeros (no 0/0)."""
+    values = torch.nan_to_num(values.detach().float().cpu(), nan=0.0, posinf=0.0, neginf=0.0)
+    peak = values.max()
+    return values / peak if peak > 0 else torch.zeros_like(values)
+
+
+# ----------------------------------------------------------------------------- computing
+
+
+def first_layer_filters(net: nn.Module) -> Tensor:
+    """Weights of the first convolution, (out_channels, in_channels, k, k), detached on the CPU."""
+    return first_conv(net)[1].weight.detach().float().cpu().clone()
+
+
+@torch.no_grad()
+def feature_maps(net: nn.Module, x: Tensor) -> dict[str, Tensor]:
+    """Output (N, C, H, W) of every conv/pool layer for network input x, in execution order."""
+    with _recording(spatial_layers(net)) as calls:
+        net(x)
+    return {name: output.float().cpu() for name, output in calls}
+
+
+@dataclass
+class Saliency:
+    """Where the network looked for one image: both maps have the input's height × width, in [0, 1]."""
+
+    gradients: Tensor  # |d logit / d pixel|, max over input channels
+    grad_cam: Tensor  # Grad-CAM on the last convolution executed, upsampled to the input size
+    target: int  # the class explained (the predicted one unless asked otherwise)
+    probability: float  # the network's probability for that class
+    layer: str  # the convolution Grad-CAM used
+
+
+def saliency(net: nn.Module, x: Tensor, target: int | None = None) -> Saliency:
+    """Input gradients and Grad-CAM for one network input x (1, C, H, W) and a class (default: predicted)."""
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"saliency explains one image: expected input shape (1, C, H, W), got {tuple(x.shape)}")
+    convs = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        first_conv(net)  # raises the explanatory error
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), _recording(convs) as calls:
+        logits = net(x)  # (1, num_classes)
+    layer, activation = calls[-1]  # the last convolution in execution order, e.g. (1, 16, 8, 8) in LeNet5
+    probs = logits.detach().softmax(dim=1)[0]
+    target = int(probs.argmax()) if target is None else int(target)
+    # autograd.grad (not backward) leaves the network's parameter .grad untouched.
+    grad_x, grad_activation = torch.autograd.grad(logits[0, target], [x, activation])
+    gradients = grad_x[0].abs().amax(dim=0)  # (H, W)
+    channel_weights = grad_activation.mean(dim=(2, 3), keepdim=True)  # (1, K, 1, 1)
+    cam = F.relu((channel_weights * activation).sum(dim=1, keepdim=True))  # (1, 1, h, w)
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]  # (H, W)
+    return Saliency(_unit_range(gradients), _unit_range(cam), target, float(probs[target]), layer)
+
+
+@torch.no_grad()
+def penultimate_features(net: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
+    """The input of the last Linear layer for every image of x: (N, features)."""
+    with _recording([last_linear(net)], inputs=True) as calls:
+        for start in range(0, len(x), batch_size):
+            net(x[start : start + batch_size])
+    return torch.cat([features.flatten(1).float().cpu() for _, features in calls])
+
+
+def embed_2d(features: Tensor, method: str = "tsne", seed: int = 0) -> np.ndarray:
+    """(N, D) features -> (N, 2) points with scikit-learn's t-SNE or PCA."""
+    if method not in EMBEDDING_METHODS:
+        raise ValueError(f"unknown embedding method {method!r}; choose one of {list(EMBEDDING_METHODS)}")
+    data = features.double().numpy()
+    if len(data) < 3:
+        raise ValueError(f"an embedding needs at least 3 samples, got {len(data)}")
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(data)
+    from sklearn.manifold import TSNE
+
+    perplexity = min(30.0, (len(data) - 1) / 3)  # t-SNE needs perplexity < samples
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(data)
+
+
+def most_confused_pairs(probs: Tensor, targets: Tensor, top: int = 6) -> list[tuple[int, int, int]]:
+    """(true class, predicted class, count) of the most frequent errors, most frequent first."""
+    errors = confusion_matrix(probs, targets, num_classes=probs.shape[1])
+    errors.fill_diagonal_(0)
+    counts, flat_index = errors.flatten().sort(descending=True, stable=True)
+    num_classes = errors.shape[0]
+    return [(int(i) // num_classes, int(i) % num_classes, int(n)) for n, i in zip(counts[:top], flat_index[:top]) if n > 0]
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+def _hide_axes(axes) -> None:
+    for ax in np.ravel(axes):
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+def filters_figure(filters: Tensor, max_filters: int = 64):
+    """First-layer kernels on one shared red/blue scale (blue negative, red positive)."""
+    plt = _pyplot()
+    kernels = filters[:max_filters].mean(dim=1)  # (F, k, k); MNIST has one input channel, so the mean is exact
+    cols = min(8, len(kernels))
+    rows = math.ceil(len(kernels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1, 1.4 * rows + 0.6), squeeze=False)
+    limit = float(kernels.abs().max()) or 1.0
+    for k, ax in enumerate(axes.flat):
+        if k < len(kernels):
+            image = ax.imshow(kernels[k].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.set_title(f"filter {k}", fontsize=8)
+        else:
+            ax.axis("off")
+    _hide_axes(axes)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
+    shape = "×".join(str(s) for s in filters.shape)
+    fig.suptitle(f"First-layer filters ({shape}: out × in × height × width)")
+    return fig
+
+
+def feature_maps_figure(image: Tensor, maps: dict[str, Tensor], max_channels: int = 16):
+    """One row per conv/pool layer (first image of the batch), channels side by side, one scale per layer."""
+    plt = _pyplot()
+    cols = max([min(m.shape[1], max_channels) for m in maps.values()] + [1])
+    rows = 1 + len(maps)
+    fig, axes = plt.subplots(rows, cols, figsize=(0.9 * cols + 2.2, 1.0 * rows + 0.5), squeeze=False)
+    _hide_axes(axes)
+    for ax in axes.flat:
+        ax.set_frame_on(False)
+    axes[0, 0].imshow(image.squeeze().cpu().numpy(), cmap="gray")
+    axes[0, 0].set_ylabel("input", rotation=0, ha="right", va="center", fontsize=8)
+    for row, (name, output) in zip(axes[1:], maps.items()):
+        channels = output[0]  # (C, H, W)
+        low, high = float(channels.min()), float(channels.max())
+        for c, ax in enumerate(row[: min(len(channels), max_channels)]):
+            ax.imshow(channels[c].numpy(), cmap="viridis", vmin=low, vmax=high)
+        shown = f"{min(len(channels), max_channels)} of {len(channels)} ch" if len(channels) > max_channels else f"{len(channels)} ch"
+        label = f"{name}\n{shown}, {channels.shape[1]}×{channels.shape[2]}"
+        row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle("Feature maps of every conv/pool layer (one colour scale per layer)")
+    fig.tight_layout()
+    return fig
+
+
+def saliency_figure(image: Tensor, result: Saliency, title: str = ""):
+    """The image, its input-gradient map and its Grad-CAM overlay."""
+    plt = _pyplot()
+    picture = image.squeeze().cpu().float().numpy()
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
+    axes[0].imshow(picture, cmap="gray")
+    axes[0].set_title(title or "input", fontsize=9)
+    axes[1].imshow(result.gradients.numpy(), cmap="hot", vmin=0, vmax=1)
+    axes[1].set_title("input gradients |∂logit/∂pixel|", fontsize=9)
+    axes[2].imshow(picture, cmap="gray")
+    axes[2].imshow(result.grad_cam.numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    axes[2].set_title(f"Grad-CAM on {result.layer}", fontsize=9)
+    _hide_axes(axes)
+    fig.suptitle(f"Why class {result.target}? (probability {result.probability:.3f})")
+    fig.tight_layout()
+    return fig
+
+
+def embedding_figure(points: np.ndarray, labels: Tensor, title: str = "Penultimate layer, 2-D embedding"):
+    """Scatter of (N, 2) points, one colour per class, one point per sample."""
+    plt = _pyplot()
+    labels = np.asarray(labels)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    colours = plt.get_cmap("tab10")
+    for c in np.unique(labels):
+        chosen = labels == c
+        ax.scatter(points[chosen, 0], points[chosen, 1], s=6, color=colours(int(c) % 10), label=str(c))
+    ax.legend(title="class", markerscale=3, fontsize=8, loc="best")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"{title} ({len(points)} test images)")
+    fig.tight_layout()
+    return fig
+
+
+def confused_pairs_figure(images: Tensor, targets: Tensor, probs: Tensor, pairs: Sequence[tuple[int, int, int]], examples: int = 8):
+    """One row per confused pair: its most confidently wrong test images."""
+    plt = _pyplot()
+    rows = max(1, len(pairs))
+    fig, axes = plt.subplots(rows, examples, figsize=(1.1 * examples + 1.2, 1.25 * rows + 0.6), squeeze=False)
+    _hide_axes(axes)
+    for ax in axes.flat:
+        ax.set_frame_on(False)
+    confidence, predicted = probs.max(dim=1)
+    for row, (true, wrong, count) in zip(axes, pairs):
+        chosen = ((targets == true) & (predicted == wrong)).nonzero().flatten()
+        chosen = chosen[confidence[chosen].argsort(descending=True)][:examples]
+        for ax, i in zip(row, chosen.tolist()):
+            ax.imshow(images[i].squeeze().cpu().numpy(), cmap="gray")
+            ax.set_title(f"{float(confidence[i]):.2f}", fontsize=7)
+        row[0].set_ylabel(f"{true}→{wrong}\n{count} images", rotation=0, ha="right", va="center", fontsize=9)
+    if not pairs:
+        axes[0, 0].text(0, 0.5, "no misclassified images", transform=axes[0, 0].transAxes)
+    fig.suptitle("Most confused pairs (true→predicted), most confident errors first")
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- the whole set
+
+
+def _data_dir(loaded: LoadedModel, data_dir: str | Path | None) -> Path:
+    """--data-dir, else LENET_DATA_DIR, else the data_dir the checkpoint was trained with."""
+    path = Path(data_dir or os.environ.get("LENET_DATA_DIR") or loaded.data_hparams.get("data_dir", "data"))
+    dataset = loaded.data_hparams.get("dataset", "mnist")
+    if not files_present(path, dataset):
+        raise FileNotFoundError(
+            f"{dataset} test files are not in {path.resolve()}: pass --data-dir (or set LENET_DATA_DIR) "
+            "to a folder holding <Dataset>/raw/*-ubyte[.gz], e.g. the one used for training."
+        )
+    return path
+
+
+def explain(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    image: str | Path | None = None,
+    index: int = 0,
+    data_dir: str | Path | None = None,
+    samples: int = 1000,
+    method: str = "tsne",
+    tensorboard: str | Path | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Write every figure of FIGURE_NAMES as out_dir/<name>.png (and to a TensorBoard folder).
+
+    The digit explained is test image `index`, or the user's `image` file through the shared
+    preprocessing. Returns {figure name: PNG path}.
+    """
+    plt = _pyplot()
+    loaded = load_model(checkpoint, device)
+    net = loaded.net
+    test_images, test_labels = load_split(_data_dir(loaded, data_dir), loaded.data_hparams.get("dataset", "mnist"), "test")
+
+    if image is not None:
+        from lenet.preprocess import prepare_image  # the one preprocessing path of CLI, API and page
+
+        digit = prepare_image(image)  # (1, 28, 28) float in [0, 1]
+        caption = f"your image {Path(image).name}"
+    else:
+        if not 0 <= index < len(test_labels):
+            raise ValueError(f"--index {index} is outside the test set: choose 0..{len(test_labels) - 1}")
+        digit = test_images[index].float() / 255
+        caption = f"test image #{index} (label {int(test_labels[index])})"
+    x = normalize(digit.unsqueeze(0).to(device), loaded.mean, loaded.std)  # (1, 1, 28, 28)
+
+    probs = loaded.predict_probs(test_images)  # (10000, 10)
+    pairs = most_confused_pairs(probs, test_labels)
+    subset = slice(0, min(samples, len(test_labels)))
+    features = penultimate_features(net, normalize(test_images[subset].to(device), loaded.mean, loaded.std))
+    points = embed_2d(features, method, seed)
+    explained = saliency(net, x)
+
+    figures = {
+        "filters": filters_figure(first_layer_filters(net)),
+        "feature_maps": feature_maps_figure(digit, feature_maps(net, x)),
+        "saliency": saliency_figure(digit, explained, caption),
+        "embedding": embedding_figure(points, test_labels[subset], f"Penultimate layer, {EMBEDDING_METHODS[method]}"),
+        "confused_pairs": confused_pairs_figure(test_images, test_labels, probs, pairs),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = None
+    if tensorboard is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(tensorboard))
+    step = len(loaded.history)  # the epoch the checkpoint was saved at, so TensorBoard lines figures up with training
+    paths = {}
+    for name, fig in figures.items():
+        paths[name] = out_dir / f"{name}.png"
+        fig.savefig(paths[name], dpi=110)
+        if writer is not None:
+            writer.add_figure(f"explain/{name}", fig, global_step=step, close=False)
+        plt.close(fig)
+    if writer is not None:
+        # The projector tab: an interactive 3-D PCA/t-SNE of the same features, with the digits as sprites.
+        writer.add_embedding(
+            features, metadata=test_labels[subset].tolist(), label_img=test_images[subset].float() / 255,
+            global_step=step, tag="explain/penultimate",
+        )
+        writer.close()
+
+    print(f"{caption}: predicted {explained.target} (probability {explained.probability:.3f})")
+    confusions = ", ".join(f"{t}→{p}: {n}" for t, p, n in pairs) or "none"
+    print(f"most confused (true→predicted: count): {confusions}")
+    print(f"wrote {len(paths)} figures to {out_dir}" + (f" and to TensorBoard in {tensorboard}" if writer else ""))
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lenet-explain",
+        description="Visualise a trained network: first-layer filters, feature maps, saliency, "
+        "a 2-D embedding of the penultimate layer and the most confused classes.",
+    )
+    parser.add_argument("checkpoint", help="a run directory (uses checkpoints/best.ckpt) or a .ckpt file")
+    parser.add_argument("image", nargs="?", help="a digit image to explain (PNG/JPEG...); default: MNIST test image --index")
+    parser.add_argument("--out", help="output folder for the PNGs (default: <run dir>/explain, or ./explain for a .ckpt)")
+    parser.add_argument("--index", type=int, default=0, help="MNIST test image to explain when no IMAGE is given (default: 0)")
+    parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $LENET_DATA_DIR, else the checkpoint's)")
+    parser.add_argument("--samples", type=int, default=1000, help="test images in the embedding (default: 1000)")
+    parser.add_argument("--method", choices=EMBEDDING_METHODS, default="tsne", help="embedding method (default: tsne)")
+    parser.add_argument("--tensorboard", help="also log the figures to this TensorBoard folder (default: <run dir>/tensorboard)")
+    parser.add_argument("--no-tensorboard", action="store_true", help="write PNG files only")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    args = parser.parse_args(argv)
+
+    run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else None
+    out_dir = args.out or (run_dir / "explain" if run_dir else Path("explain"))
+    tensorboard = args.tensorboard or (run_dir / "tensorboard" if run_dir else None)
+    try:
+        explain(
+            args.checkpoint, out_dir, args.image, args.index, args.data_dir, args.samples, args.method,
+            None if args.no_tensorboard else tensorboard, args.device,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        print(f"lenet-explain: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
