@@ -8,8 +8,8 @@ figure, so notebooks and tests use the same code:
     x = normalize(image, loaded.mean, loaded.std)       # (1, 1, 28, 28) network input
     saliency_figure(image, saliency(loaded.net, x))
 
-Layers are found by type with `named_modules()`, so any network in lenet.models works, not just
-LeNet5's layout. Networks are expected in eval mode (as `load_model` returns them).
+Layers are found by what they do, with forward hooks on `named_modules()`, so any network in
+lenet.models works, not just LeNet5's layout. Networks are expected in eval mode (as `load_model` returns them).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import argparse
 import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,18 +32,11 @@ from lenet.inference import LoadedModel, load_model
 from lenet.metrics import confusion_matrix
 from lenet.report import _pyplot
 
-# Layers whose outputs are images (channels × height × width): what "feature maps" means here.
-SPATIAL_LAYERS = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d)
 FIGURE_NAMES = ("filters", "feature_maps", "saliency", "embedding", "confused_pairs")
 EMBEDDING_METHODS = {"tsne": "t-SNE", "pca": "PCA"}  # --method value: name in titles
 
 
 # ----------------------------------------------------------------------------- finding layers
-
-
-def spatial_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Every convolution and pooling layer, as (name, module) in registration order."""
-    return [(name, module) for name, module in net.named_modules() if isinstance(module, SPATIAL_LAYERS)]
 
 
 def first_conv(net: nn.Module) -> tuple[str, nn.Conv2d]:
@@ -62,19 +54,46 @@ def last_linear(net: nn.Module) -> tuple[str, nn.Linear]:
     return linears[-1]
 
 
-@contextmanager
-def _recording(layers: Sequence[tuple[str, nn.Module]], inputs: bool = False) -> Iterator[list[tuple[str, Tensor]]]:
-    """Record (name, output) — or the first input — of each layer call, in execution order."""
-    calls: list[tuple[str, Tensor]] = []
-    if inputs:
-        hooks = [m.register_forward_pre_hook(lambda m, args, name=n: calls.append((name, args[0]))) for n, m in layers]
-    else:
-        hooks = [m.register_forward_hook(lambda m, args, out, name=n: calls.append((name, out))) for n, m in layers]
+@dataclass
+class LayerCall:
+    """One call of a conv/pool layer during a forward pass."""
+
+    name: str
+    module: nn.Module
+    output: Tensor  # (N, C, H, W)
+
+    @property
+    def is_convolution(self) -> bool:
+        """Convolutions and other layers with their own weights (LeNet5Classic's trainable subsampling)."""
+        return isinstance(self.module, nn.Conv2d) or any(True for _ in self.module.parameters(recurse=False))
+
+
+def _is_image_layer(module: nn.Module, args: tuple, output) -> bool:
+    """Conv/pool layers, recognised by behaviour so custom layers count too: convolutions, and any
+    layer turning images into images of another shape (pooling, subsampling, partial convolutions).
+    Activations, normalisation and dropout keep the shape and are left out."""
+    if not isinstance(output, Tensor) or output.dim() != 4:
+        return False
+    same_shape = bool(args) and isinstance(args[0], Tensor) and args[0].shape == output.shape
+    return isinstance(module, nn.Conv2d) or not same_shape
+
+
+def image_layer_calls(net: nn.Module, x: Tensor) -> tuple[Tensor, list[LayerCall]]:
+    """Run network input x through net: (logits, every conv/pool layer call in execution order)."""
+    leaves = [(name, module) for name, module in net.named_modules() if next(module.children(), None) is None]
+    calls: list[LayerCall] = []
+
+    def record(module, args, output, name):
+        if _is_image_layer(module, args, output):
+            calls.append(LayerCall(name, module, output))
+
+    hooks = [m.register_forward_hook(lambda m, args, out, name=n: record(m, args, out, name)) for n, m in leaves]
     try:
-        yield calls
+        logits = net(x)
     finally:
         for hook in hooks:
             hook.remove()
+    return logits, calls
 
 
 def _unit_range(values: Tensor) -> Tensor:
@@ -94,10 +113,16 @@ def first_layer_filters(net: nn.Module) -> Tensor:
 
 @torch.no_grad()
 def feature_maps(net: nn.Module, x: Tensor) -> dict[str, Tensor]:
-    """Output (N, C, H, W) of every conv/pool layer for network input x, in execution order."""
-    with _recording(spatial_layers(net)) as calls:
-        net(x)
-    return {name: output.float().cpu() for name, output in calls}
+    """Output (N, C, H, W) of every conv/pool layer for network input x, in execution order.
+
+    A layer called twice (one pooling module reused after each convolution) appears twice:
+    `pool`, then `pool (call 2)`.
+    """
+    maps: dict[str, Tensor] = {}
+    for call in image_layer_calls(net, x)[1]:
+        repeats = sum(1 for key in maps if key == call.name or key.startswith(f"{call.name} (call "))
+        maps[call.name if not repeats else f"{call.name} (call {repeats + 1})"] = call.output.float().cpu()
+    return maps
 
 
 @dataclass
@@ -112,34 +137,43 @@ class Saliency:
 
 
 def saliency(net: nn.Module, x: Tensor, target: int | None = None) -> Saliency:
-    """Input gradients and Grad-CAM for one network input x (1, C, H, W) and a class (default: predicted)."""
+    """Input gradients and Grad-CAM for one network input x (1, C, H, W) and a class (default: predicted).
+
+    Grad-CAM uses the last convolution (by execution) whose output is larger than 1×1: a 1×1 map
+    has nowhere to point.
+    """
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"saliency explains one image: expected input shape (1, C, H, W), got {tuple(x.shape)}")
-    convs = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        first_conv(net)  # raises the explanatory error
     x = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad(), _recording(convs) as calls:
-        logits = net(x)  # (1, num_classes)
-    layer, activation = calls[-1]  # the last convolution in execution order, e.g. (1, 16, 8, 8) in LeNet5
+    with torch.enable_grad():
+        logits, calls = image_layer_calls(net, x)  # (1, num_classes)
+    spatial = [call for call in calls if call.output.shape[-2:].numel() > 1]
+    convolutions = [call for call in spatial if call.is_convolution] or spatial
+    if not convolutions:
+        raise ValueError(f"{type(net).__name__} has no conv/pool layer with a spatial output: Grad-CAM needs one.")
+    layer = convolutions[-1]  # e.g. LeNet5's second convolution, (1, 16, 8, 8)
     probs = logits.detach().softmax(dim=1)[0]
     target = int(probs.argmax()) if target is None else int(target)
     # autograd.grad (not backward) leaves the network's parameter .grad untouched.
-    grad_x, grad_activation = torch.autograd.grad(logits[0, target], [x, activation])
+    grad_x, grad_activation = torch.autograd.grad(logits[0, target], [x, layer.output])
     gradients = grad_x[0].abs().amax(dim=0)  # (H, W)
     channel_weights = grad_activation.mean(dim=(2, 3), keepdim=True)  # (1, K, 1, 1)
-    cam = F.relu((channel_weights * activation).sum(dim=1, keepdim=True))  # (1, 1, h, w)
+    cam = F.relu((channel_weights * layer.output).sum(dim=1, keepdim=True))  # (1, 1, h, w)
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]  # (H, W)
-    return Saliency(_unit_range(gradients), _unit_range(cam), target, float(probs[target]), layer)
+    return Saliency(_unit_range(gradients), _unit_range(cam), target, float(probs[target]), layer.name)
 
 
 @torch.no_grad()
 def penultimate_features(net: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
-    """The input of the last Linear layer for every image of x: (N, features)."""
-    with _recording([last_linear(net)], inputs=True) as calls:
+    """The input of the last Linear layer for every image of network input x: (N, features)."""
+    chunks: list[Tensor] = []
+    hook = last_linear(net)[1].register_forward_pre_hook(lambda module, args: chunks.append(args[0].flatten(1).float().cpu()))
+    try:
         for start in range(0, len(x), batch_size):
             net(x[start : start + batch_size])
-    return torch.cat([features.flatten(1).float().cpu() for _, features in calls])
+    finally:
+        hook.remove()
+    return torch.cat(chunks)
 
 
 def embed_2d(features: Tensor, method: str = "tsne", seed: int = 0) -> np.ndarray:
