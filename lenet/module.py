@@ -71,6 +71,9 @@ class Classifier(L.LightningModule):
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
         self.test_per_class = per_class_metrics(num_classes)
+        self._train_loss_sum = torch.zeros(())
+        self._train_predictions: list[Tensor] = []
+        self._train_targets: list[Tensor] = []
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -83,14 +86,29 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, logits, y = self.model_step(batch)
-        # Metric objects and tensors are accumulated on the device; nothing here syncs with the host.
-        self.train_metrics.update(logits.detach(), y)
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, batch_size=len(y))
+        # Per step only device-side bookkeeping: no host sync, no metric update, no logger call.
+        # The epoch's predictions go through the train metrics once, at the end of the epoch.
+        self._train_loss_sum += loss.detach() * len(y)
+        self._train_predictions.append(logits.detach().argmax(dim=1))
+        self._train_targets.append(y)
+        if self.trainer is not None and batch_idx % self.trainer.log_every_n_steps == 0:
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        self.log_dict(self.train_metrics.compute())
-        self.train_metrics.reset()
+    def on_train_epoch_start(self) -> None:
+        self._train_loss_sum = torch.zeros((), device=self.device)
+        self._train_predictions, self._train_targets = [], []
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # After the epoch's last batch, before validation and before any epoch-end callback, so that
+        # History and checkpoints saved at the end of this epoch already see these values.
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            predictions, targets = torch.cat(self._train_predictions), torch.cat(self._train_targets)
+            self.train_metrics.update(predictions, targets)
+            epoch_metrics = {"train/loss": self._train_loss_sum / len(targets), **self.train_metrics.compute()}
+            self.log_dict(epoch_metrics, on_step=False, on_epoch=True, sync_dist=True)
+            self.train_metrics.reset()
+            self._train_predictions, self._train_targets = [], []
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         loss, logits, y = self.model_step(batch)

@@ -1,0 +1,78 @@
+"""The network, the metrics definition and the config groups."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import CONFIG_DIR, compose_config
+from lenet.metrics import confusion_matrix, evaluate_predictions
+from lenet.models import LeNet5, count_parameters, layer_output_shapes
+
+
+def test_lenet5_has_the_users_parameter_count_and_shapes():
+    net = LeNet5()
+    assert count_parameters(net) == 44_426
+    shapes = [shape[1:] for name, shape in layer_output_shapes(net) if shape]
+    assert shapes == [
+        (6, 24, 24), (6, 24, 24), (6, 12, 12),
+        (16, 8, 8), (16, 8, 8), (16, 4, 4),
+        (256,), (120,), (120,), (84,), (84,), (10,),
+    ]
+
+
+def test_metrics_match_hand_computed_values():
+    # 3 classes, 6 samples. Per class (tp, fp, fn): 0: (1,1,1), 1: (2,0,0), 2: (1,1,1)
+    targets = torch.tensor([0, 0, 1, 1, 2, 2])
+    predicted = torch.tensor([0, 2, 1, 1, 2, 0])
+    m = evaluate_predictions(predicted, targets, num_classes=3)
+    assert m["test/acc"] == pytest.approx(4 / 6)
+    assert m["test/class_0/precision"] == pytest.approx(0.5)
+    assert m["test/class_1/precision"] == pytest.approx(1.0)
+    assert m["test/class_2/recall"] == pytest.approx(0.5)
+    assert m["test/precision"] == pytest.approx((0.5 + 1 + 0.5) / 3)
+    assert m["test/recall"] == pytest.approx((0.5 + 1 + 0.5) / 3)
+    assert m["test/f1"] == pytest.approx((0.5 + 1 + 0.5) / 3)
+    # Probabilities give the same answer as their argmax.
+    probs = torch.nn.functional.one_hot(predicted, 3).float() * 0.8 + 0.1
+    assert evaluate_predictions(probs, targets, num_classes=3) == m
+    assert confusion_matrix(predicted, targets, 3).tolist() == [[1, 0, 1], [0, 2, 0], [1, 0, 1]]
+
+
+def test_macro_averages_weigh_classes_equally():
+    # 9 of class 0 all right, 1 of class 1 wrong: accuracy 0.9 but macro recall 0.5.
+    targets = torch.tensor([0] * 9 + [1])
+    m = evaluate_predictions(torch.zeros(10, dtype=torch.long), targets, num_classes=2)
+    assert m["test/acc"] == pytest.approx(0.9)
+    assert m["test/recall"] == pytest.approx(0.5)
+
+
+def options(group: str) -> list[str]:
+    # trainer/default.yaml is the base the trainer presets extend, not a preset of its own
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml") if (group, p.stem) != ("trainer", "default"))
+
+
+@pytest.mark.parametrize("group", ["data", "model", "optimizer", "scheduler", "trainer", "experiment", "logger", "callbacks"])
+def test_every_config_option_composes_and_instantiates(group, tmp_path):
+    assert options(group), f"conf/{group}/ has no options"
+    prefix = {"optimizer": "optimizer@model.optimizer", "scheduler": "scheduler@model.scheduler"}.get(group, group)
+    for option in options(group):
+        cfg = compose_config(tmp_path, [f"{prefix}={option}"])
+        model = instantiate(cfg.model, _recursive_=False)
+        assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+        datamodule = instantiate(cfg.data, _recursive_=False)
+        assert datamodule.hparams.batch_size >= 1
+        if group == "logger":
+            assert instantiate(cfg.logger) is not None
+        if group == "callbacks":
+            assert all(instantiate(spec) is not None for spec in cfg.callbacks.values())
+        if group == "trainer" and option != "gpu" or group == "experiment":
+            assert cfg.trainer.max_epochs >= 1
+
+
+def test_user_original_experiment_is_the_users_recipe(tmp_path):
+    cfg = compose_config(tmp_path, ["experiment=user_original"])
+    assert cfg.model.optimizer == {"_target_": "torch.optim.Adam", "lr": 0.001}
+    assert not cfg.model.scheduler
+    assert cfg.data.batch_size == 64 and cfg.trainer.max_epochs == 5 and cfg.data.val_size == 6000

@@ -1,0 +1,155 @@
+"""End to end on real MNIST: training writes a complete run directory; evaluation, determinism,
+resume after a kill, sweeps and two-process DDP all work through the real entry points."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, compose_config, data_dir
+from lenet.experiment import ConfigError, run
+
+# A few batches of real data: enough to exercise every path in seconds.
+TINY = ["trainer.limit_train_batches=20", "data.batch_size=128", "trainer.enable_progress_bar=false"]
+
+
+def event_tags(log_dir: Path) -> dict[str, set[str]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: dict[str, set[str]] = {"scalars": set(), "images": set(), "hparams": set()}
+    for event_file in sorted(log_dir.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(event_file), size_guidance={"images": 0}).Reload()
+        for kind in ("scalars", "images"):
+            tags[kind] |= set(accumulator.Tags()[kind])
+        if "hparams" in accumulator.Tags()["plugins"]:
+            tags["hparams"] |= set(accumulator.PluginTagToContent("hparams"))
+    return tags
+
+
+def train_subprocess(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LENET_DATA_DIR": str(data_dir()), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=env, capture_output=True, text=True, **kwargs)
+
+
+def test_training_writes_a_complete_run_directory(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    for key in ("test/acc", "test/precision", "test/recall", "test/f1", "epochs", "fit_seconds", "best_val_acc"):
+        assert key in metrics
+    for c in range(10):
+        assert 0.9 < metrics[f"test/class_{c}/f1"] <= 1.0
+    assert metrics["test/acc"] > 0.97 and metrics["epochs"] == 1 and metrics["parameters"] == 44_426
+    assert (trained_run / "checkpoints" / "best.ckpt").is_file() and (trained_run / "checkpoints" / "last.ckpt").is_file()
+    report = (trained_run / "report.md").read_text()
+    assert f"acc {metrics['test/acc']:.4f}" in report
+    for name in ("learning_curves", "confusion_matrix", "per_class", "misclassified"):
+        figure = trained_run / "figures" / f"{name}.png"
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 5_000
+        assert f"figures/{name}.png" in report
+    tags = event_tags(trained_run / "tensorboard")
+    assert {"train/loss", "train/acc", "val/acc", "val/f1", "test/acc", "test/f1", "test/class_7/recall"} <= tags["scalars"]
+    assert {f"report/{n}" for n in ("confusion_matrix", "learning_curves", "per_class", "misclassified")} <= tags["images"]
+    assert "_hparams_/session_start_info" in tags["hparams"]  # hparams, logged with the final metrics
+
+
+def test_report_metrics_equal_lightning_test_metrics(trained_run):
+    """metrics.json (recomputed from best.ckpt) agrees with what trainer.test logged to TensorBoard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    logged = {}
+    for event_file in (trained_run / "tensorboard").glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(event_file)).Reload()
+        for tag in ("test/acc", "test/f1", "test/class_3/precision"):
+            if tag in accumulator.Tags()["scalars"]:
+                logged[tag] = accumulator.Scalars(tag)[-1].value
+    assert logged and all(metrics[k] == pytest.approx(v, abs=1e-6) for k, v in logged.items())
+
+
+def test_evaluating_a_checkpoint_rebuilds_non_default_overrides(tmp_path):
+    train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
+    trained = run(compose_config(train_dir, [*TINY, "trainer.max_epochs=1", "data.batch_size=100", "data.val_size=5000", "model.label_smoothing=0.1"]))
+    # Evaluation composes the *default* config: everything else comes from the checkpoint.
+    evaluated = run(compose_config(eval_dir, ["train=false", f"ckpt_path={train_dir}"]))
+    assert evaluated["test/acc"] == pytest.approx(trained["test/acc"])
+    assert evaluated["test/f1"] == pytest.approx(trained["test/f1"])
+    assert (eval_dir / "report.md").is_file() and (eval_dir / "figures" / "confusion_matrix.png").is_file()
+    with pytest.raises(ConfigError, match="ckpt_path"):
+        run(compose_config(eval_dir, ["train=false"]))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        run(compose_config(eval_dir, ["train=false", f"ckpt_path={tmp_path / 'nope.ckpt'}"]))
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes((train_dir / "checkpoints" / "best.ckpt").read_bytes()[:1000])
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        run(compose_config(eval_dir, ["train=false", f"ckpt_path={broken}"]))
+
+
+def test_same_seed_and_config_give_identical_metrics(tmp_path):
+    first = run(compose_config(tmp_path / "a", [*TINY, "trainer.max_epochs=1"]))
+    second = run(compose_config(tmp_path / "b", [*TINY, "trainer.max_epochs=1"]))
+    third = run(compose_config(tmp_path / "c", [*TINY, "trainer.max_epochs=1", "seed=1"]))
+    tests = lambda m: {k: v for k, v in m.items() if k.startswith("test/")}  # noqa: E731
+    assert tests(first) == tests(second)
+    assert tests(first) != tests(third)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "interrupted"
+    env = {**os.environ, "LENET_DATA_DIR": str(data_dir())}
+    args = [*TINY, "trainer.limit_train_batches=60", "trainer.max_epochs=3", f"hydra.run.dir={run_dir}"]
+    process = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert last.exists(), "the run never wrote last.ckpt"
+    assert not (run_dir / "metrics.json").exists(), "the run finished before it could be interrupted"
+    interrupted_epoch = torch.load(last, weights_only=True)["epoch"]
+    assert interrupted_epoch < 2
+    torch.load(last, weights_only=True)  # whole: checkpoints are renamed into place, never half-written
+
+    resumed_dir = tmp_path / "resumed"
+    result = train_subprocess([*args[:-1], f"hydra.run.dir={resumed_dir}", f"ckpt_path={last}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((resumed_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 3
+    history = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["History"]["epochs"]
+    assert [row["epoch"] for row in history] == [1, 2, 3]  # curves carry over the interruption
+
+
+@pytest.mark.slow
+def test_multirun_writes_one_directory_per_job_and_a_summary(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = train_subprocess(["-m", *TINY, "trainer.max_epochs=1", "data.batch_size=128,256", f"hydra.sweep.dir={sweep_dir}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (sweep_dir / "0" / "metrics.json").is_file() and (sweep_dir / "1" / "metrics.json").is_file()
+    rows = (sweep_dir / "summary.csv").read_text().splitlines()
+    assert len(rows) == 3 and "data.batch_size=128" in rows[1] and "data.batch_size=256" in rows[2]
+    assert sum(row.endswith(",yes") for row in rows[1:]) == 1
+    assert "★" in (sweep_dir / "summary.md").read_text()
+    assert event_tags(sweep_dir / "0" / "tensorboard")["scalars"] and event_tags(sweep_dir / "1" / "tensorboard")["scalars"]
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_writes_one_run_directory(tmp_path):
+    run_dir = tmp_path / "ddp"
+    result = train_subprocess(
+        ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"],
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    # 20 steps per process of 128 images each: half of the 40 steps one process would need.
+    assert metrics["global_step"] == 20 and metrics["test/acc"] > 0.8
+    assert len(list((run_dir / "checkpoints").glob("*.ckpt"))) == 2
