@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +53,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         partial = path.with_name(f".{path.name}.partial")
         torch.save(checkpoint, partial)
         os.replace(partial, path)
+
+
+class StartupTimer(L.Callback):
+    """Seconds from process start (`started`, a time.perf_counter() value) to the first training step."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.seconds: float | None = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.seconds is None:
+            self.seconds = time.perf_counter() - self.started

@@ -14,7 +14,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lenet.callbacks import AtomicCheckpointIO, History
+from lenet.callbacks import AtomicCheckpointIO, History, StartupTimer
 from lenet.data import MNISTDataModule
 from lenet.inference import load_model
 from lenet.metrics import SUMMARY_METRICS
@@ -26,20 +26,24 @@ class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the key and the fix."""
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, process_started: float | None = None) -> dict[str, Any]:
+    """Train (and test) or evaluate, as cfg.train says; `process_started` (perf_counter at launch)
+    lets the run report its start-up time."""
     if cfg.train:
-        return train(cfg)
+        return train(cfg, process_started)
     if not cfg.get("ckpt_path"):
         raise ConfigError("train=false evaluates a checkpoint: add ckpt_path=<run dir or .ckpt file>.")
     return evaluate(cfg)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, process_started: float | None = None) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
     datamodule: MNISTDataModule = instantiate(cfg.data, _recursive_=False)
     model = instantiate(cfg.model, _recursive_=False)
     callbacks = [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
+    startup = StartupTimer(process_started if process_started is not None else time.perf_counter())
+    callbacks.append(startup)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
 
@@ -62,6 +66,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": str(Path(best).resolve()),
         "best_val_acc": float(checkpointing.best_model_score) if checkpointing.best_model_score is not None else None,
         "world_size": trainer.world_size,
+        "startup_seconds": round(startup.seconds, 2) if startup.seconds is not None else None,
     }
     tensorboard = logger.experiment if logger else None
     metrics = _report(best, datamodule, run_dir, history, facts, tensorboard, step=trainer.global_step)

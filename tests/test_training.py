@@ -29,8 +29,10 @@ def event_tags(log_dir: Path) -> dict[str, set[str]]:
         accumulator = EventAccumulator(str(event_file), size_guidance={"images": 0}).Reload()
         for kind in ("scalars", "images"):
             tags[kind] |= set(accumulator.Tags()[kind])
-        if "hparams" in accumulator.Tags()["plugins"]:
+        try:
             tags["hparams"] |= set(accumulator.PluginTagToContent("hparams"))
+        except KeyError:  # this event file holds no hparams
+            pass
     return tags
 
 
