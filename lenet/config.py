@@ -1,0 +1,37 @@
+"""The project's Hydra configuration (conf/train.yaml) composed from Python, for notebooks and scripts.
+
+    cfg = load_config(["trainer.max_epochs=1", "model=cnn"], run_dir="outputs/try")
+    metrics = lenet.experiment.run(cfg)   # what `python train.py trainer.max_epochs=1 model=cnn` does
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def default_run_dir() -> Path:
+    """outputs/<date>/<time>_<pid>, the layout of `python train.py` runs (conf/hydra/default.yaml)."""
+    return Path("outputs") / time.strftime("%Y-%m-%d") / f"{time.strftime('%H-%M-%S')}_{os.getpid()}"
+
+
+def load_config(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> DictConfig:
+    """conf/train.yaml with command-line style overrides, everything the run writes going to run_dir."""
+    if not (CONFIG_DIR / "train.yaml").is_file():
+        raise FileNotFoundError(
+            f"{CONFIG_DIR / 'train.yaml'} is missing: load_config needs the repository's conf/ folder, "
+            "so install the project from its checkout (pip install -e .)."
+        )
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"run_dir={run_dir}", *overrides])
+    with open_dict(cfg):
+        cfg.pop("hydra", None)  # Hydra's own settings only mean something under @hydra.main
+    return cfg
