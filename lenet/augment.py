@@ -91,7 +91,7 @@ class ElasticDistortion:
 
     A random displacement field, uniform in [-1, 1] per pixel, is smoothed by a Gaussian of std
     `sigma` pixels and scaled by `alpha` pixels; each image is resampled along its own field.
-    Simard et al. used sigma 4 and alpha 34 on 29x29 digits; milder values suit short trainings.
+    Simard et al. report sigma 4 and alpha 34; a larger sigma (smoother, gentler) suits short trainings.
     alpha = 0 is the identity.
     """
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from lenet.data import load_split
+from lenet.report import _pyplot
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -97,34 +98,33 @@ def run_comparison(
 
     out.mkdir(parents=True, exist_ok=True)
     runs_dir = runs_dir or Path("outputs") / "compare" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    test_images, _ = load_split(data_dir, "mnist", "test")
+    test_images, test_labels = load_split(data_dir, "mnist", "test")
     wanted = (lambda name: only is None or any(part in name for part in only))
     rows: list[dict[str, Any]] = []
 
+    def add(row: dict[str, Any]) -> None:
+        rows.append(row)
+        write_outputs(rows, out, overrides, baseline_train_size)  # after every model: a long run keeps what it finished
+
     for name, (preset, extra) in NETWORKS.items():
         if wanted(name):
-            rows.append(train_network(name, preset, [*extra, *overrides], runs_dir / preset, data_dir, test_images))
+            add(train_network(name, preset, [*extra, *overrides], runs_dir / preset, data_dir, test_images))
 
     if wanted("cnn"):
-        cnn_rows = [
-            train_network(
-                f"cnn (seed {seed})", CNN_PRESET, [f"seed={seed}", *overrides], runs_dir / f"{CNN_PRESET}_seed{seed}", data_dir, test_images
-            )
-            for seed in ensemble_seeds
-        ]
-        rows.append(cnn_rows[0])
+        cnn_rows = []
+        for seed in ensemble_seeds:
+            run_dir = runs_dir / f"{CNN_PRESET}_seed{seed}"
+            cnn_rows.append(train_network(f"cnn (seed {seed})", CNN_PRESET, [f"seed={seed}", *overrides], run_dir, data_dir, test_images))
+            add(cnn_rows[-1])
         if len(cnn_rows) > 1:
-            _, test_labels = load_split(data_dir, "mnist", "test")
             members = load_members([row["run_dir"] for row in cnn_rows])
-            rows.append({
+            add({
                 **evaluate_ensemble(members, test_images, test_labels),
                 "model": f"cnn ensemble of {len(members)} (seeds {', '.join(map(str, ensemble_seeds))})",
                 "kind": "ensemble",
                 "fit_seconds": round(sum(row["fit_seconds"] for row in cnn_rows), 2),
-                "recipe": f"mean probabilities of the {len(members)} cnn runs; fit time is their sum",
+                "recipe": f"mean probabilities of the {len(members)} cnn runs above; fit time is their sum",
             })
-            # The other seeds as rows too: the spread between them is part of the result.
-            rows.extend(cnn_rows[1:])
 
     baselines = [name for name in BASELINE_NAMES if wanted(name)]
     if baselines:
@@ -132,11 +132,10 @@ def run_comparison(
         for name in baselines:
             print(f"[lenet-compare] fitting {name} on {len(data.train_y)} images", flush=True)
             result = fit_and_evaluate(name, data)
-            rows.append({**result, "model": name, "kind": "scikit-learn", "recipe": result["estimator"]})
+            add({**result, "model": name, "kind": "scikit-learn", "recipe": result["estimator"]})
 
     if not rows:
         raise ValueError(f"--only {list(only or [])} matched no model; names: {model_names()}")
-    write_outputs(rows, out, overrides, baseline_train_size)
     return rows
 
 
@@ -153,7 +152,9 @@ def write_outputs(rows: list[dict[str, Any]], out: Path, overrides: Sequence[str
         writer.writeheader()
         writer.writerows(rows)
     (out / "comparison.md").write_text(markdown(rows, overrides, baseline_train_size))
-    figure(rows).savefig(out / "comparison.png", dpi=110)
+    fig = figure(rows)
+    fig.savefig(out / "comparison.png", dpi=110)
+    _pyplot().close(fig)
     print(f"[lenet-compare] wrote {out / 'comparison.md'}, comparison.csv, comparison.png", flush=True)
 
 
@@ -187,8 +188,6 @@ def markdown(rows: list[dict[str, Any]], overrides: Sequence[str], baseline_trai
 
 
 def figure(rows: list[dict[str, Any]]):
-    from lenet.report import _pyplot
-
     plt = _pyplot()
     colours = {"network": "tab:blue", "ensemble": "tab:purple", "scikit-learn": "tab:orange"}
     fig, (bars, scatter) = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 2.5))
@@ -205,8 +204,9 @@ def figure(rows: list[dict[str, Any]]):
         scatter.scatter(max(row["fit_seconds"], 0.01), error, color=colours[row["kind"]])
         scatter.annotate(row["model"], (max(row["fit_seconds"], 0.01), error), fontsize=7, xytext=(4, 2), textcoords="offset points")
     scatter.set_xscale("log")
-    scatter.set_xlabel("fit seconds (log)")
-    scatter.set_ylabel("test error (%)")
+    scatter.set_yscale("log")
+    scatter.set_xlabel("fit seconds (log scale)")
+    scatter.set_ylabel("test error (%, log scale)")
     scatter.set_title("Error against training cost")
     scatter.grid(alpha=0.3)
     fig.tight_layout()

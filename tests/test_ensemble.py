@@ -1,0 +1,52 @@
+"""Ensembles: identical members reproduce the single model; members' probabilities are averaged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lenet.ensemble import ensemble_probs, evaluate_ensemble, load_members, main
+from lenet.inference import load_model
+from lenet.metrics import evaluate_predictions
+
+
+def test_ensemble_of_identical_checkpoints_equals_the_single_model(trained_run, mnist_test):
+    images, labels = mnist_test
+    single = load_model(trained_run)
+    members = load_members([trained_run, trained_run / "checkpoints" / "best.ckpt", trained_run])
+    assert torch.allclose(ensemble_probs(members, images), single.predict_probs(images), atol=1e-6)
+    metrics = evaluate_ensemble(members, images, labels)
+    expected = evaluate_predictions(single.predict_probs(images), labels)
+    assert {k: metrics[k] for k in expected} == pytest.approx(expected)
+    assert metrics["members"] == 3
+    assert metrics["parameters"] == 3 * 44_426
+    # The training run's own report agrees (same checkpoint, same metrics code).
+    report = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["test/acc"] == pytest.approx(report["test/acc"])
+
+
+def test_ensemble_averages_the_members_probabilities(trained_run, mnist_test):
+    images, _ = mnist_test
+    first, second = load_model(trained_run), load_model(trained_run)
+    with torch.no_grad():
+        second.net.classifier[-1].bias.add_(torch.linspace(-2, 2, 10))  # a different member
+    expected = (first.predict_probs(images[:500]) + second.predict_probs(images[:500])) / 2
+    assert not torch.allclose(first.predict_probs(images[:500]), second.predict_probs(images[:500]))
+    assert torch.allclose(ensemble_probs([first, second], images[:500]), expected, atol=1e-6)
+
+
+def test_command_line_prints_and_writes_metrics(trained_run, tmp_path, capsys, monkeypatch):
+    from conftest import data_dir
+
+    out = tmp_path / "ensemble.json"
+    metrics = main([str(trained_run), str(trained_run), "--data-dir", str(data_dir()), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "test/acc" in printed and "2 members" in printed
+    assert json.loads(out.read_text())["test/acc"] == pytest.approx(metrics["test/acc"])
+
+
+def test_no_members_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least one"):
+        load_members([])
