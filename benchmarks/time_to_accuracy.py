@@ -33,6 +33,7 @@ from omegaconf import OmegaConf, open_dict
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from lenet.config import load_config  # noqa: E402
 from lenet.data import BatchIndices, MNISTDataModule, normalize  # noqa: E402
 from lenet.experiment import run  # noqa: E402
 from lenet.module import RUN_LENGTH_ARGUMENTS  # noqa: E402
@@ -42,13 +43,7 @@ DATA_DIR = os.environ.get("LENET_DATA_DIR", str(REPO.parent / "shared" / "data")
 
 
 def compose(overrides: list[str], run_dir: Path):
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=[f"run_dir={run_dir}", f"data.data_dir={DATA_DIR}", *overrides])
-    with open_dict(cfg):
-        cfg.pop("hydra", None)
-    return cfg
+    return load_config([f"data.data_dir={DATA_DIR}", *overrides], run_dir=run_dir)
 
 
 class TestSetProbe:

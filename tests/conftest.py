@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
+
+from lenet.config import CONFIG_DIR, load_config
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "conf"
 
 
 def data_dir() -> Path:
@@ -23,11 +23,7 @@ def data_dir() -> Path:
 
 def compose_config(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
     """The real conf/train.yaml with overrides, run_dir pointed at a test folder."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"run_dir={run_dir}", f"data.data_dir={data_dir()}", *overrides])
-    with open_dict(cfg):
-        cfg.pop("hydra", None)
-    return cfg
+    return load_config([f"data.data_dir={data_dir()}", *overrides], run_dir=run_dir)
 
 
 # A short real training: one epoch of the default recipe at a large batch (about 15 s on 2 cores,

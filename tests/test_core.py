@@ -53,10 +53,14 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml") if (group, p.stem) != ("trainer", "default"))
 
 
-@pytest.mark.parametrize("group", ["data", "model", "optimizer", "scheduler", "trainer", "experiment", "logger", "callbacks"])
+@pytest.mark.parametrize("group", ["data", "augment", "model", "optimizer", "scheduler", "trainer", "experiment", "logger", "callbacks"])
 def test_every_config_option_composes_and_instantiates(group, tmp_path):
     assert options(group), f"conf/{group}/ has no options"
-    prefix = {"optimizer": "optimizer@model.optimizer", "scheduler": "scheduler@model.scheduler"}.get(group, group)
+    prefix = {
+        "optimizer": "optimizer@model.optimizer",
+        "scheduler": "scheduler@model.scheduler",
+        "augment": "augment@data.augment",
+    }.get(group, group)
     for option in options(group):
         cfg = compose_config(tmp_path, [f"{prefix}={option}"])
         model = instantiate(cfg.model, _recursive_=False)
@@ -74,5 +78,5 @@ def test_every_config_option_composes_and_instantiates(group, tmp_path):
 def test_user_original_experiment_is_the_users_recipe(tmp_path):
     cfg = compose_config(tmp_path, ["experiment=user_original"])
     assert cfg.model.optimizer == {"_target_": "torch.optim.Adam", "lr": 0.001}
-    assert not cfg.model.scheduler
+    assert not cfg.model.scheduler and cfg.model.label_smoothing == 0.0
     assert cfg.data.batch_size == 64 and cfg.trainer.max_epochs == 5 and cfg.data.val_size == 6000
