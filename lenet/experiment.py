@@ -51,7 +51,8 @@ def train(cfg: DictConfig, process_started: float | None = None) -> dict[str, An
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_seconds = time.perf_counter() - started
 
-    checkpointing = trainer.checkpoint_callback
+    # The checkpoint callback that tracks a metric holds the best model (conf/callbacks/default.yaml).
+    checkpointing = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor), trainer.checkpoint_callback)
     best = checkpointing.best_model_path or checkpointing.last_model_path
     trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
     if not trainer.is_global_zero:  # DDP: rank 0 alone writes the report
