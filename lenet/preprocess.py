@@ -1,0 +1,232 @@
+"""Turn any image of one handwritten digit into the 28x28 MNIST-style tensor the model was trained on.
+
+MNIST was made by fitting each digit (light ink on black) into a 20x20 box, aspect ratio kept, and
+placing that box in a 28x28 field so the centre of mass lands on the centre. A photo, a scan or a
+canvas drawing only gets MNIST-like accuracy when prepared the same way, so this one function,
+`prepare_image`, serves the predict CLI, the REST API and the drawing page:
+
+    open (size and pixel limits) -> grey levels in [0, 1] (alpha composited) -> ink made light on
+    black -> background and specks removed -> cropped to the ink -> strokes thickened when too thin
+    -> longer side scaled to 20 px -> placed in 28x28 by centre of mass.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+
+DIGIT_BOX = 20  # MNIST's digits fill a 20x20 box ...
+FIELD = 28  # ... centred by mass in a 28x28 field
+MAX_PIXELS = 50_000_000  # refuse larger images (decompression bombs); a 48 MP phone photo still fits
+WORK_SIDE = 1024  # larger images are shrunk first: a digit needs no more to end up 20 px high
+MIN_CONTRAST = 0.15  # ink must differ from the background by this much (of full scale) to count
+INK_LEVEL = 0.5  # a pixel is ink when it is at least half as bright as the brightest ink
+MIN_PART = 0.1  # ink blobs under this share of the largest blob's mass are specks, not strokes
+MNIST_STROKE = 2.6  # median stroke width of MNIST test digits, in pixels of the 20 px box
+THIN_STROKE = 0.4  # strokes under this share of MNIST_STROKE (about 1 px in 20) are thickened to it
+
+ImageSource = str | Path | bytes | bytearray | Image.Image
+
+
+class ImageError(ValueError):
+    """An image that cannot be read or used; the message names the problem and the fix."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image over the byte or pixel limit."""
+
+
+class NoDigitError(ImageError):
+    """A readable image without any ink: blank, or too faint to tell ink from background."""
+
+
+# ----------------------------------------------------------------------------- reading the image
+
+
+def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """A fully decoded PIL image (first frame, EXIF rotation applied) from a path, bytes or image."""
+    if isinstance(source, Image.Image):
+        image, name = source, "the image"
+    else:
+        if isinstance(source, (str, Path)):
+            name = str(source)
+            try:
+                data = Path(source).read_bytes()
+            except OSError as error:
+                raise ImageError(f"{name} cannot be read ({error.strerror or error}): check the path.") from error
+        else:
+            data, name = bytes(source), "the uploaded data"
+        if not data:
+            raise ImageError(f"{name} is empty (0 bytes): send the bytes of a PNG, JPEG or other image file.")
+        try:
+            image = Image.open(io.BytesIO(data))  # reads the header only
+        except Image.DecompressionBombError as error:  # Pillow's own limit, far above any real photo
+            raise ImageTooLargeError(f"{name} has too many pixels to decode safely ({error}).") from error
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise ImageError(
+                f"{name} is not an image file Pillow can read ({type(error).__name__}): send a PNG, JPEG, BMP, "
+                "GIF, WebP or TIFF file."
+            ) from error
+    width, height = image.size
+    if width * height > max_pixels:  # checked from the header, before any pixel is decoded
+        raise ImageTooLargeError(
+            f"{name} is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}: "
+            "crop or shrink it (a digit needs only a few hundred pixels a side)."
+        )
+    try:
+        image.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
+        image.load()
+        return ImageOps.exif_transpose(image)  # phone photos are stored sideways with an EXIF rotation
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageError(
+            f"{name} is damaged or truncated and cannot be decoded ({error}): save or upload it again."
+        ) from error
+
+
+def grey_levels(image: Image.Image) -> np.ndarray:
+    """Any mode -> float32 (H, W) grey levels in [0, 1], transparency composited, large images shrunk."""
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
+    elif image.mode in ("RGBa", "La"):  # premultiplied alpha
+        image = image.convert(image.mode[:-1] + "A")
+    elif image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        return _shrink(_high_depth_grey(image))
+    elif image.mode not in ("L", "LA", "RGB", "RGBA"):  # 1, CMYK, YCbCr, LAB, HSV
+        image = image.convert("RGB")
+
+    factor = -(-max(image.size) // WORK_SIDE)  # ceil: whole-number box averaging, cheap on 8-bit images
+    if factor > 1:
+        image = image.reduce(factor)
+    alpha = np.asarray(image.getchannel("A"), np.float32) / 255 if image.mode in ("LA", "RGBA") else None
+    grey = np.asarray(image.convert("L"), np.float32) / 255  # ITU-R 601 luma, as Pillow computes it
+    if alpha is None or alpha.min() == 1:
+        return grey
+    # Put the visible strokes on the backdrop they contrast with: dark ink on white, light ink on black.
+    visible_ink = float((grey * alpha).sum() / max(alpha.sum(), 1e-6))
+    backdrop = 1.0 if visible_ink < 0.5 else 0.0
+    return grey * alpha + backdrop * (1 - alpha)
+
+
+def _high_depth_grey(image: Image.Image) -> np.ndarray:
+    """16-bit, 32-bit integer and float images: scaled by their bit depth (floats by their range)."""
+    values = np.asarray(image, dtype=np.float32)
+    if image.mode == "F":
+        low, high = float(values.min()), float(values.max())
+        scale = (0.0, 1.0) if low >= 0 and high <= 1 else (low, max(high - low, 1e-6))
+        return (values - scale[0]) / scale[1]
+    return np.clip(values / 65535, 0, 1)  # I;16 and the I mode Pillow opens 16-bit PNGs as
+
+
+def _shrink(grey: np.ndarray) -> np.ndarray:
+    factor = max(grey.shape) / WORK_SIDE
+    if factor <= 1:
+        return grey
+    size = (round(grey.shape[1] / factor), round(grey.shape[0] / factor))
+    return np.asarray(Image.fromarray(grey).resize(size, Image.Resampling.BOX), np.float32)
+
+
+# ----------------------------------------------------------------------------- finding the ink
+
+
+def find_ink(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Grey levels -> (ink intensity in [0, 1] on a zero background, boolean stroke mask).
+
+    Raises NoDigitError when nothing stands out from the background.
+    """
+    # A 3x3 average (on images larger than MNIST's) only steers which way the ink goes and how
+    # strong it is, so single noisy pixels cannot pass for ink; the pixels kept are unsmoothed.
+    smooth = ndimage.uniform_filter(grey, size=3) if min(grey.shape) >= 2 * FIELD else grey
+    ring = max(1, round(0.02 * min(grey.shape)))
+    border = np.concatenate(
+        [smooth[:ring].ravel(), smooth[-ring:].ravel(), smooth[:, :ring].ravel(), smooth[:, -ring:].ravel()]
+    )
+    background = float(np.median(border))  # the digit rarely touches the edges; paper does
+    darker, lighter = background - float(smooth.min()), float(smooth.max()) - background
+    if darker > lighter:  # dark ink on light paper: flip to MNIST's light ink on black
+        grey, smooth, background = 1 - grey, 1 - smooth, 1 - background
+    contrast = float(smooth.max()) - background
+    if contrast < MIN_CONTRAST:
+        raise NoDigitError(
+            f"no digit found: the image is blank or too faint (ink differs from the background by "
+            f"{contrast:.0%} of full scale, at least {MIN_CONTRAST:.0%} needed). Draw or photograph a "
+            "digit with clear contrast."
+        )
+    ink = np.clip((grey - background) / contrast, 0, 1)
+    strokes = _strokes(ink >= INK_LEVEL, ink)
+    # Keep the soft anti-aliased edge beside each stroke, drop everything else (background, specks).
+    near_strokes = ndimage.binary_dilation(strokes, iterations=max(1, round(_extent(strokes) / DIGIT_BOX)))
+    return ink * near_strokes, strokes
+
+
+def _strokes(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """The ink mask without specks: 8-connected blobs with at least MIN_PART of the largest one's mass."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    masses = ndimage.sum_labels(ink, labels, index=np.arange(1, count + 1))
+    keep = np.flatnonzero(masses >= MIN_PART * masses.max()) + 1
+    return np.isin(labels, keep)
+
+
+def _extent(mask: np.ndarray) -> int:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+
+
+def _stroke_width(mask: np.ndarray) -> float:
+    """Mean width of the strokes of a mask: area over half the boundary length (a stroke is a long thin band)."""
+    boundary = mask & ~ndimage.binary_erosion(mask)
+    return 2 * float(mask.sum()) / max(float(boundary.sum()), 1.0)
+
+
+# ----------------------------------------------------------------------------- MNIST's geometry
+
+
+def mnist_field(ink: np.ndarray, strokes: np.ndarray) -> np.ndarray:
+    """Ink on black -> (28, 28): cropped to the strokes, thickened if thin, 20 px box, centred by mass."""
+    rows, cols = np.flatnonzero(strokes.any(axis=1)), np.flatnonzero(strokes.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    extent = max(bottom - top, right - left)
+
+    # Pen strokes in a photo are far thinner, relative to the digit, than MNIST's: thicken them to
+    # MNIST's width, or they fade to a faint trace when the digit shrinks to 20 px.
+    wanted_width = MNIST_STROKE * extent / DIGIT_BOX
+    width = _stroke_width(strokes[top:bottom, left:right])
+    if width < THIN_STROKE * wanted_width:
+        grow = (wanted_width - width) / 2
+        distance = ndimage.distance_transform_edt(~strokes)  # pixels from the nearest stroke
+        ink = np.maximum(ink, np.clip(grow + 1 - distance, 0, 1))  # anti-aliased outer edge
+        pad = int(np.ceil(grow))
+        top, left = max(top - pad, 0), max(left - pad, 0)
+        bottom, right = min(bottom + pad, ink.shape[0]), min(right + pad, ink.shape[1])
+        extent = max(bottom - top, right - left)
+
+    digit = ink[top:bottom, left:right]
+    scale = DIGIT_BOX / extent
+    size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
+    # Shrinking averages each output pixel's area (anti-aliasing, as rendering into a 20 px box would).
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    digit = np.asarray(Image.fromarray(digit.astype(np.float32)).resize(size, resample))
+    digit = np.clip(digit, 0, 1)
+    digit = digit / max(float(digit.max()), 1e-6)  # MNIST's strokes are saturated (255)
+
+    # Centre of mass onto the field's centre (MNIST's test digits: (14.0, 14.0) in pixel indices).
+    com_row, com_col = ndimage.center_of_mass(digit)
+    height, width = digit.shape
+    top = int(np.clip(round(FIELD / 2 - com_row), 0, FIELD - height))
+    left = int(np.clip(round(FIELD / 2 - com_col), 0, FIELD - width))
+    field = np.zeros((FIELD, FIELD), np.float32)
+    field[top : top + height, left : left + width] = digit
+    return field
+
+
+def prepare_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """Path, bytes or PIL image of one digit -> (1, 28, 28) float32 in [0, 1], light ink on black.
+
+    Raises ImageError for unreadable images and NoDigitError when there is no ink to read.
+    """
+    ink, strokes = find_ink(grey_levels(open_image(source, max_pixels)))
+    return torch.from_numpy(mnist_field(ink, strokes)).unsqueeze(0)  # (1, 28, 28)

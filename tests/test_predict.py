@@ -1,0 +1,90 @@
+"""lenet-predict: text and JSON output, top-k, directories in batches, unreadable files reported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lenet.predict import main
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory, mnist_test) -> tuple[Path, dict[str, int]]:
+    """Ten test digits as user-like files (dark ink on white, larger canvas), in several formats."""
+    folder = tmp_path_factory.mktemp("images")
+    labels = {}
+    for index, suffix in zip(range(10), [".png", ".jpg", ".bmp", ".webp", ".tiff"] * 2):
+        digit = Image.fromarray(255 - mnist_test[0][index, 0].numpy()).resize((70, 70), Image.Resampling.BILINEAR)
+        paper = Image.new("L", (160, 120), 255)
+        paper.paste(digit, (10 + 8 * index, 30))
+        name = f"digit{index:02d}{suffix}"
+        paper.save(folder / name)
+        labels[name] = int(mnist_test[1][index])
+    return folder, labels
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_directory_json_in_batches(trained_run, image_dir, capsys):
+    folder, labels = image_dir
+    assert main([str(trained_run), str(folder), "--json", "--batch-size", "3"]) == 0
+    records = json_lines(capsys.readouterr().out)
+    assert [Path(r["path"]).name for r in records] == sorted(labels)  # every file, in order
+    for record in records:
+        assert set(record) == {"path", "digit", "confidence", "probs"}
+        assert len(record["probs"]) == 10 and sum(record["probs"]) == pytest.approx(1, abs=1e-4)
+        assert record["confidence"] == pytest.approx(record["probs"][record["digit"]], abs=1e-5)
+    correct = sum(r["digit"] == labels[Path(r["path"]).name] for r in records)
+    assert correct >= 9  # one training epoch, user-like files
+
+
+def test_text_output_with_top_k(trained_run, image_dir, capsys):
+    folder, labels = image_dir
+    path = folder / "digit00.png"
+    assert main([str(trained_run), str(path), "--top-k", "3"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{path}: {labels['digit00.png']} (")
+    assert line.count("%") == 3
+    assert main([str(trained_run), str(path), "--json", "--top-k", "2"]) == 0
+    record = json_lines(capsys.readouterr().out)[0]
+    assert [entry["digit"] for entry in record["top_k"]][0] == record["digit"] and len(record["top_k"]) == 2
+
+
+def test_unreadable_files_are_reported_and_the_rest_predicted(trained_run, image_dir, tmp_path, capsys):
+    folder, labels = image_dir
+    broken, blank, missing = tmp_path / "broken.png", tmp_path / "blank.png", tmp_path / "missing.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    Image.new("L", (50, 50), 255).save(blank)
+    good = folder / "digit01.jpg"
+    status = main([str(trained_run), str(broken), str(good), str(blank), str(missing), "--json"])
+    captured = capsys.readouterr()
+    assert status == 1
+    records = json_lines(captured.out)
+    assert [Path(r["path"]).name for r in records] == ["broken.png", "digit01.jpg", "blank.png", "missing.png"]
+    assert records[1]["digit"] == labels["digit01.jpg"]
+    assert "not an image file" in records[0]["error"] and "no digit found" in records[2]["error"]
+    assert "cannot be read" in records[3]["error"]
+    assert "3 file(s) could not be predicted" in captured.err
+
+
+def test_bad_checkpoint_and_options(tmp_path, image_dir, capsys):
+    assert main([str(tmp_path), str(image_dir[0])]) == 2
+    assert "checkpoints/best.ckpt" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), str(image_dir[0]), "--top-k", "11"])
+    assert "--top-k must be between 1 and 10" in capsys.readouterr().err
+
+
+def test_console_script(trained_run, image_dir):
+    folder, labels = image_dir
+    script = Path(sys.executable).with_name("lenet-predict")
+    result = subprocess.run([str(script), str(trained_run), str(folder / "digit02.bmp")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{folder / 'digit02.bmp'}: {labels['digit02.bmp']} (")

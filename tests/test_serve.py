@@ -1,0 +1,163 @@
+"""REST API of lenet-serve, through an HTTP client against the real app and a really trained model."""
+
+from __future__ import annotations
+
+import base64
+import io
+import zlib
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from lenet.serve import create_app
+
+MAX_UPLOAD = 300_000  # a small limit, so the over-size case stays cheap
+
+
+def png_of(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def user_digit(mnist_test, index: int) -> bytes:
+    """A test digit as dark ink on a white 200x300 PNG, small and off-centre."""
+    digit = Image.fromarray(255 - mnist_test[0][index, 0].numpy()).resize((84, 84), Image.Resampling.BILINEAR)
+    paper = Image.new("L", (300, 200), 255)
+    paper.paste(digit, (190, 20))
+    return png_of(paper)
+
+
+@pytest.fixture(scope="module")
+def client(trained_run):
+    with TestClient(create_app(trained_run, max_upload_bytes=MAX_UPLOAD)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_test) -> list[tuple[bytes, int]]:
+    return [(user_digit(mnist_test, i), int(mnist_test[1][i])) for i in range(10)]
+
+
+def assert_prediction(body: dict, digit: int) -> None:
+    assert body["digit"] == digit
+    assert len(body["probs"]) == 10 and sum(body["probs"]) == pytest.approx(1, abs=1e-4)
+    assert body["confidence"] == pytest.approx(max(body["probs"]), abs=1e-5)
+    preview = Image.open(io.BytesIO(base64.b64decode(body["preprocessed_png"])))
+    assert preview.size == (28, 28) and preview.mode == "L"
+
+
+# ----------------------------------------------------------------------------- good requests
+
+
+def test_multipart_upload(client, digits):
+    correct = 0
+    for data, label in digits:
+        response = client.post("/predict", files={"file": ("digit.png", data, "image/png")})
+        assert response.status_code == 200, response.text
+        correct += response.json()["digit"] == label
+    assert correct >= 9  # a one-epoch model, on user-like images
+    assert_prediction(response.json(), response.json()["digit"])
+
+
+def test_json_base64_and_data_url(client, digits):
+    data, label = digits[0]
+    encoded = base64.b64encode(data).decode()
+    for image in (encoded, f"data:image/png;base64,{encoded}"):
+        response = client.post("/predict", json={"image": image})
+        assert response.status_code == 200, response.text
+        assert_prediction(response.json(), label)
+
+
+def test_batch_multipart_and_json_keep_order_and_per_image_errors(client, digits):
+    files = [("files", (f"{i}.png", data, "image/png")) for i, (data, _) in enumerate(digits[:3])]
+    files.insert(1, ("files", ("broken.png", b"not an image", "image/png")))
+    response = client.post("/predict/batch", files=files)
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert len(predictions) == 4
+    assert predictions[1]["error"] == "bad_image"
+    assert [p.get("digit") for p in predictions[:1] + predictions[2:]] == [label for _, label in digits[:3]]
+
+    images = [base64.b64encode(data).decode() for data, _ in digits[3:6]]
+    response = client.post("/predict/batch", json={"images": images})
+    assert [p["digit"] for p in response.json()["predictions"]] == [label for _, label in digits[3:6]]
+
+
+def test_health_page_and_docs(client, trained_run):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and str(trained_run) in health["checkpoint"]
+    page = client.get("/")
+    assert page.status_code == 200 and '<canvas id="pad"' in page.text
+    assert client.get("/static/app.js").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert {"/predict", "/predict/batch", "/healthz"} <= set(schema["paths"])
+    assert "multipart/form-data" in schema["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert client.get("/docs").status_code == 200
+
+
+# ----------------------------------------------------------------------------- bad requests
+
+
+def bomb_png() -> bytes:
+    """A tiny PNG whose header claims 30,000 x 30,000 pixels."""
+    png = bytearray(png_of(Image.new("L", (8, 8))))
+    header = b"IHDR" + (30_000).to_bytes(4, "big") * 2 + bytes(png[24:29])
+    png[12:29], png[29:33] = header, zlib.crc32(header).to_bytes(4, "big")
+    return bytes(png)
+
+
+def bad_requests(digit_png: bytes) -> dict[str, tuple[dict, int, str, str]]:
+    """name -> (request arguments, status, error code, words the message must contain)."""
+    as_file = lambda data: {"files": {"file": ("x.png", data, "image/png")}}  # noqa: E731
+    # Noise compresses badly: an image over the limit, and a body past the limit plus base64's third.
+    big = png_of(Image.effect_noise((600, 600), 100).convert("L"))
+    huge = png_of(Image.effect_noise((800, 800), 100).convert("L"))
+    assert MAX_UPLOAD < len(big) < MAX_UPLOAD * 4 // 3 < len(huge)
+    return {
+        "empty body": ({"content": b"", "headers": {"content-type": "application/json"}}, 400, "bad_request", "empty"),
+        "empty file": (as_file(b""), 400, "bad_image", "empty"),
+        "non-image bytes": (as_file(b"%PDF-1.4 definitely not a picture"), 400, "bad_image", "not an image"),
+        "truncated png": (as_file(digit_png[: len(digit_png) // 2]), 400, "bad_image", "truncated"),
+        "over the size limit": (as_file(big), 413, "image_too_large", "over the server's limit"),
+        "over the limit in JSON": ({"json": {"image": base64.b64encode(big).decode()}}, 413, "image_too_large", "limit"),
+        "body over the limit": ({"json": {"image": base64.b64encode(huge).decode()}}, 413, "request_too_large", "limit"),
+        "decompression bomb": (as_file(bomb_png()), 413, "image_too_large", "pixels"),
+        "blank image": (as_file(png_of(Image.new("RGB", (200, 200), "white"))), 422, "no_digit", "no digit found"),
+        "wrong field name": ({"files": {"image": ("x.png", digit_png, "image/png")}}, 400, "bad_request", "no field 'file'"),
+        "text instead of a file": ({"files": {"file": (None, b"hello")}}, 400, "bad_request", "file upload"),
+        "form without multipart": ({"data": {"file": "hello"}}, 415, "unsupported_media_type", "multipart"),
+        "wrong content type": ({"content": digit_png, "headers": {"content-type": "image/png"}}, 415, "unsupported_media_type", "multipart"),
+        "no content type": ({"content": digit_png}, 415, "unsupported_media_type", "multipart"),
+        "invalid JSON": ({"content": b"{oops", "headers": {"content-type": "application/json"}}, 400, "bad_request", "not valid JSON"),
+        "JSON without image": ({"json": {"picture": "abc"}}, 400, "bad_request", "'image'"),
+        "bad base64": ({"json": {"image": "***"}}, 400, "bad_request", "base64"),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_requests(b"x" * 10)))
+def test_bad_input_gets_a_clear_4xx_and_the_server_stays_up(client, digits, case):
+    arguments, status, code, words = bad_requests(digits[0][0])[case]
+    response = client.post("/predict", **arguments)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == code and words in body["detail"]
+    healthy = client.post("/predict", files={"file": ("ok.png", digits[0][0], "image/png")})
+    assert healthy.status_code == 200 and healthy.json()["digit"] == digits[0][1]
+
+
+def test_batch_limits(client, digits):
+    response = client.post("/predict/batch", json={"images": []})
+    assert response.status_code == 400
+    response = client.post("/predict/batch", files={"file": ("x.png", digits[0][0], "image/png")})
+    assert response.status_code == 400 and "'files'" in response.json()["detail"]
+    tiny = base64.b64encode(png_of(Image.new("L", (1, 1)))).decode()
+    response = client.post("/predict/batch", json={"images": [tiny] * 65})
+    assert response.status_code == 413 and "65 images" in response.json()["detail"]
+
+
+def test_missing_checkpoint_fails_at_startup(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        with TestClient(create_app(tmp_path / "nothing.ckpt")):
+            pass
