@@ -27,7 +27,7 @@ from lenet.explain import (
     saliency,
     saliency_figure,
 )
-from lenet.inference import load_model
+from lenet.inference import load_model, read_checkpoint
 from lenet.models import LeNet5, layer_output_shapes
 
 NETWORKS = ["LeNet5", "LeNet5Classic", "ModernCNN"]  # every layout in lenet.models the explainer must handle
@@ -314,6 +314,8 @@ def test_explain_command_writes_every_figure_and_logs_them_to_the_run(trained_ru
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
     assert {f"explain/{name}" for name in FIGURE_NAMES} <= set(events.Tags()["images"])
+    # Logged at the checkpoint's training step, beside the run's own report figures.
+    assert {event.step for event in events.Images("explain/saliency")} == {read_checkpoint(run_dir)["global_step"]}
     assert (run_dir / "tensorboard" / "projector_config.pbtxt").is_file()
 
 

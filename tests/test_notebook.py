@@ -76,7 +76,7 @@ def test_tutorial_notebook_runs_on_real_mnist(python_kernel, tmp_path, monkeypat
     assert "test image #0: label 7, predicted 7" in text
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["test/acc"] > 0.97 and metrics["epochs"] == 3
+    assert metrics["test/acc"] > 0.96 and metrics["epochs"] == 3
     assert sorted(p.name for p in (run_dir / "explain").glob("*.png")) == sorted(
         ["confused_pairs.png", "embedding.png", "feature_maps.png", "filters.png", "saliency.png"]
     )
