@@ -1,0 +1,88 @@
+"""Accuracy on MNIST test digits dressed up as users' images, against the model's plain test accuracy.
+
+    python benchmarks/user_like_accuracy.py RUN_DIR_OR_CKPT [--limit N] [--seed 0]
+
+Each official test image becomes a "user-like" file: dark ink on light, unevenly lit, noisy paper,
+the digit enlarged 2-5x and placed off-centre in a canvas several times its size, saved as PNG,
+JPEG, WebP or BMP bytes. The bytes go through `lenet.preprocess.prepare_image`, the same path as
+`lenet-predict` and `lenet-serve`, and the predictions are scored with `lenet.metrics`. The target:
+within 0.5 points of the plain accuracy on the unmodified 28x28 images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lenet.data import load_split
+from lenet.inference import load_model
+from lenet.metrics import evaluate_predictions
+from lenet.preprocess import prepare_image
+
+FORMATS = [("PNG", {}), ("JPEG", {"quality": 90}), ("WEBP", {"quality": 90}), ("BMP", {})]
+
+
+def user_like_bytes(digit: np.ndarray, rng: np.random.Generator, file_format: str, options: dict) -> bytes:
+    """A uint8 (28, 28) MNIST digit -> encoded image bytes of it as a user might photograph or scan it."""
+    scale = rng.uniform(2, 5)
+    side = round(28 * scale)
+    ink = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BILINEAR), np.float32) / 255
+    height, width = (round(side * rng.uniform(2, 4)) for _ in range(2))
+    # Light paper with a brightness gradient (uneven lighting) and sensor noise.
+    rows, cols = np.mgrid[0:height, 0:width]
+    paper = 225 + 20 * (rows / height) * rng.uniform(-1, 1) + 20 * (cols / width) * rng.uniform(-1, 1)
+    top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
+    ink_level = rng.uniform(20, 80)  # pencil grey to black pen
+    patch = paper[top : top + side, left : left + side]
+    paper[top : top + side, left : left + side] = patch - ink * (patch - ink_level)
+    paper += rng.normal(0, 6, paper.shape)
+    image = Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format=file_format, **options)
+    return buffer.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="run directory or .ckpt file")
+    parser.add_argument("--data-dir", default=os.environ.get("LENET_DATA_DIR", "data"))
+    parser.add_argument("--limit", type=int, default=10_000, help="first N test images (default: all 10,000)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    torch.set_grad_enabled(False)
+    model = load_model(args.checkpoint)
+    images, labels = load_split(args.data_dir, "mnist", "test")
+    images, labels = images[: args.limit], labels[: args.limit]
+    plain = evaluate_predictions(model.predict_probs(images), labels)["test/acc"]
+
+    rng = np.random.default_rng(args.seed)
+    started = time.perf_counter()
+    prepared = []
+    for index, digit in enumerate(images[:, 0].numpy()):
+        file_format, options = FORMATS[index % len(FORMATS)]
+        prepared.append(prepare_image(user_like_bytes(digit, rng, file_format, options)))
+    seconds = time.perf_counter() - started
+    user_like = evaluate_predictions(model.predict_probs(torch.stack(prepared)), labels)["test/acc"]
+
+    print(f"checkpoint:              {model.checkpoint_path}")
+    print(f"test images:             {len(labels):,} (official MNIST test set)")
+    print(f"plain test accuracy:     {100 * plain:.2f}%")
+    print(f"user-like test accuracy: {100 * user_like:.2f}%  ({', '.join(f for f, _ in FORMATS)} files)")
+    print(f"difference:              {100 * (user_like - plain):+.2f} points (target: within 0.5)")
+    print(f"preprocessing:           {1000 * seconds / len(labels):.1f} ms per image (encode + decode + prepare)")
+    example = Path("artifacts") / "user_like_example.png"
+    example.parent.mkdir(exist_ok=True)
+    example.write_bytes(user_like_bytes(images[0, 0].numpy(), np.random.default_rng(args.seed), "PNG", {}))
+    print(f"example input:           {example}")
+
+
+if __name__ == "__main__":
+    main()
