@@ -189,6 +189,7 @@ def markdown(rows: list[dict[str, Any]], overrides: Sequence[str], baseline_trai
 
 def figure(rows: list[dict[str, Any]]):
     plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter
     colours = {"network": "tab:blue", "ensemble": "tab:purple", "scikit-learn": "tab:orange"}
     fig, (bars, scatter) = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 2.5))
     names = [row["model"] for row in rows]
@@ -205,6 +206,9 @@ def figure(rows: list[dict[str, Any]]):
         scatter.annotate(row["model"], (max(row["fit_seconds"], 0.01), error), fontsize=7, xytext=(4, 2), textcoords="offset points")
     scatter.set_xscale("log")
     scatter.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 0.6, 1, 2 rather than 6x10^-1
+    scatter.yaxis.set_major_formatter(plain)
+    scatter.yaxis.set_minor_formatter(plain)
     scatter.set_xlabel("fit seconds (log scale)")
     scatter.set_ylabel("test error (%, log scale)")
     scatter.set_title("Error against training cost")
