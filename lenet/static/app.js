@@ -14,9 +14,12 @@ const STROKE_WIDTH = 18;  // about MNIST's stroke width relative to a digit fill
 // drawn: version of the pad's content; shown: version whose prediction is on screen (the browser test waits for equality).
 let drawn = 0;
 let inFlight = false;
+let hasInk = false;  // an empty pad is never sent
+let clearedAt = 0;  // answers for drawings up to this version arrive too late: the pad was cleared
 let lastPoint = null;
 
 function clearPad() {
+  hasInk = false;
   ink.fillStyle = "#fff";
   ink.fillRect(0, 0, pad.width, pad.height);
 }
@@ -62,32 +65,37 @@ function setStatus(message, isError = false) {
   statusText.classList.toggle("error", isError);
 }
 
-// Sends one image; answers arriving for an older drawing are still shown, then the newest is sent.
+// Sends one image. An answer for an older drawing is still shown, then the newest drawing is sent;
+// an answer for a drawing since cleared is dropped.
 async function predict(blob, version) {
   inFlight = true;
   const form = new FormData();
   form.append("file", blob, "digit.png");
+  let show = () => {};
   try {
     const response = await fetch("/predict", { method: "POST", body: form });
     const result = await response.json();
     if (response.ok) {
-      showPrediction(result);
+      show = () => showPrediction(result);
     } else if (result.error === "no_digit") {
-      resetPrediction("Draw a digit with the mouse, a pen or a finger.");
+      show = () => resetPrediction("Draw a digit with the mouse, a pen or a finger.");
     } else {
-      resetPrediction(result.detail || `The server answered ${response.status}.`, true);
+      show = () => resetPrediction(result.detail || `The server answered ${response.status}.`, true);
     }
   } catch (error) {
-    resetPrediction(`The server cannot be reached (${error.message}).`, true);
-  } finally {
-    inFlight = false;
+    show = () => resetPrediction(`The server cannot be reached (${error.message}).`, true);
+  }
+  inFlight = false;
+  if (version > clearedAt) {
+    show();
     document.body.dataset.shown = version;
   }
   if (version < drawn) predictPad();
 }
 
 function predictPad() {
-  if (inFlight) return;  // the answer's handler sends the newest drawing
+  if (inFlight || !hasInk) return;  // the answer's handler sends the newest drawing
+  inFlight = true;  // now, not when the blob is ready: one request at a time
   const version = drawn;
   pad.toBlob((blob) => predict(blob, version), "image/png");
 }
@@ -105,6 +113,7 @@ function point(event) {
 
 pad.addEventListener("pointerdown", (event) => {
   pad.setPointerCapture(event.pointerId);
+  hasInk = true;
   lastPoint = point(event);
   ink.beginPath();  // a dot, so a tap leaves a mark too
   ink.arc(lastPoint.x, lastPoint.y, STROKE_WIDTH / 2, 0, 2 * Math.PI);
@@ -140,6 +149,7 @@ pad.addEventListener("pointercancel", endStroke);
 document.getElementById("clear").addEventListener("click", () => {
   clearPad();
   drawn += 1;
+  clearedAt = drawn;
   document.body.dataset.drawn = drawn;
   document.body.dataset.shown = drawn;
   resetPrediction("Draw a digit with the mouse, a pen or a finger.");
