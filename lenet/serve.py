@@ -301,7 +301,16 @@ def main(argv: list[str] | None = None) -> None:
 
     os.environ[ENVIRONMENT["ckpt"]] = str(Path(args.ckpt).resolve())
     os.environ[ENVIRONMENT["max_upload_bytes"]] = str(int(args.max_upload_mb * 1e6))
-    uvicorn.run("lenet.serve:app_from_environment", factory=True, host=args.host, port=args.port, workers=args.workers)
+    # Each worker imports torch before it answers uvicorn's health pings; on a busy machine that
+    # takes longer than uvicorn's default 5 s, after which it would kill and restart the worker.
+    uvicorn.run(
+        "lenet.serve:app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        timeout_worker_healthcheck=120,
+    )
 
 
 if __name__ == "__main__":
