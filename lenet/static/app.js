@@ -9,7 +9,7 @@ const confidenceText = document.getElementById("confidence");
 const statusText = document.getElementById("status");
 const bars = document.getElementById("bars");
 const preview = document.getElementById("preview");
-const STROKE_WIDTH = 18;  // about MNIST's stroke width relative to a digit filling the pad
+const STROKE_WIDTH = 24;  // MNIST strokes are about 2.6 px in a 20 px digit: 24 px suits a 200 px digit
 
 // drawn: version of the pad's content; shown: version whose prediction is on screen (the browser test waits for equality).
 let drawn = 0;
