@@ -24,10 +24,9 @@ from typing import Any
 
 import torch
 
+from lenet.config import load_config
 from lenet.data import load_split
 from lenet.report import _pyplot
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # The networks: row name -> (experiment preset, extra overrides). The CNN is trained once per seed;
 # the first seed is its single-model row and all of them form the ensemble.
@@ -45,18 +44,7 @@ COLUMNS = (
 
 def compose(preset: str, run_dir: Path, data_dir: str, overrides: Sequence[str]):
     """The real conf/train.yaml with a preset and overrides, as `python train.py` would compose it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import open_dict
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose(
-            config_name="train",
-            overrides=[f"experiment={preset}", f"run_dir={run_dir}", f"data.data_dir={data_dir}", *overrides],
-        )
-    with open_dict(cfg):
-        cfg.pop("hydra", None)  # no Hydra run: its run-folder settings do not apply
-    return cfg
+    return load_config([f"experiment={preset}", f"data.data_dir={data_dir}", *overrides], run_dir=run_dir)
 
 
 def images_per_second(loaded, images) -> float:

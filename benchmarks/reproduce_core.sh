@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The core figures of the README, in one go (about 10 minutes on 2 cores):
+#   default recipe, 5 epochs, the same config twice (reproducibility), time to 99%, inference speed.
+# Run from the repository root: bash benchmarks/reproduce_core.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+results=benchmarks/results
+mkdir -p "$results"
+
+run() {  # run NAME OVERRIDES...: one training run into outputs/benchmarks/NAME, then print its headline
+  local name=$1; shift
+  rm -rf "outputs/benchmarks/$name"
+  python train.py "$@" trainer.enable_progress_bar=false "hydra.run.dir=outputs/benchmarks/$name" >/dev/null 2>&1
+  python - "$name" <<'PY'
+import json, sys
+m = json.load(open(f"outputs/benchmarks/{sys.argv[1]}/metrics.json"))
+print(f"{sys.argv[1]:16} test acc {m['test/acc']:.4f}  P {m['test/precision']:.4f}  R {m['test/recall']:.4f}  "
+      f"F1 {m['test/f1']:.4f}  epochs {m['epochs']}  fit {m['fit_seconds']:.1f} s  start-up {m['startup_seconds']:.2f} s")
+PY
+}
+
+{
+  echo "# $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(python -c 'import torch; print("torch", torch.__version__)')"
+  run default
+  run five_epochs trainer.max_epochs=5
+  run fast_a experiment=fast
+  run fast_b experiment=fast
+  python - <<'PY'
+import json
+a, b = (json.load(open(f"outputs/benchmarks/{n}/metrics.json")) for n in ("fast_a", "fast_b"))
+same = all(a[k] == b[k] for k in a if k.startswith("test/"))
+print(f"same seed and config twice: identical test metrics = {same}")
+PY
+} | tee "$results/core_runs.txt"
+
+python benchmarks/time_to_accuracy.py | tee "$results/time_to_accuracy.txt"
+python benchmarks/inference.py outputs/benchmarks/default | tee "$results/inference.txt"
