@@ -26,7 +26,7 @@ import torch
 
 from lenet.config import load_config
 from lenet.data import load_split
-from lenet.report import _pyplot
+from lenet.report import pyplot
 
 # The networks: row name -> (experiment preset, extra overrides). The CNN is trained once per seed;
 # the first seed is its single-model row and all of them form the ensemble.
@@ -142,7 +142,7 @@ def write_outputs(rows: list[dict[str, Any]], out: Path, overrides: Sequence[str
     (out / "comparison.md").write_text(markdown(rows, overrides, baseline_train_size))
     fig = figure(rows)
     fig.savefig(out / "comparison.png", dpi=110)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     print(f"[lenet-compare] wrote {out / 'comparison.md'}, comparison.csv, comparison.png", flush=True)
 
 
@@ -176,7 +176,7 @@ def markdown(rows: list[dict[str, Any]], overrides: Sequence[str], baseline_trai
 
 
 def figure(rows: list[dict[str, Any]]):
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import FuncFormatter
     colours = {"network": "tab:blue", "ensemble": "tab:purple", "scikit-learn": "tab:orange"}
     fig, (bars, scatter) = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 2.5))

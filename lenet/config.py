@@ -11,8 +11,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from typing import Any
+
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -20,6 +22,16 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 def default_run_dir() -> Path:
     """outputs/<date>/<time>_<pid>, the layout of `python train.py` runs (conf/hydra/default.yaml)."""
     return Path("outputs") / time.strftime("%Y-%m-%d") / f"{time.strftime('%H-%M-%S')}_{os.getpid()}"
+
+
+def to_plain(spec: Any) -> Any:
+    """A config node (DictConfig, or a dict that may hold ListConfigs) as plain dicts and lists,
+    interpolations resolved: what checkpoints must hold to load with `weights_only=True`."""
+    if spec is None or not spec:
+        return spec or None
+    if not OmegaConf.is_config(spec):
+        spec = OmegaConf.create(spec)
+    return OmegaConf.to_container(spec, resolve=True)
 
 
 def load_config(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> DictConfig:

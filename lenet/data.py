@@ -17,8 +17,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor
+
+from lenet.config import to_plain
 
 # Each dataset: torchvision's folder and class name, and the per-pixel mean/std of its training set.
 DATASETS: dict[str, dict[str, Any]] = {
@@ -239,7 +240,7 @@ class MNISTDataModule(L.LightningDataModule):
             if value < 1:
                 raise ValueError(f"data.{name}={value} must be a positive integer")
         # Plain dicts and lists only: checkpoints store this and are read back with weights_only=True.
-        augment = OmegaConf.to_container(OmegaConf.create(dict(augment)), resolve=True) if augment else None
+        augment = to_plain(augment)
         self.save_hyperparameters()
         self.mean, self.std = DATASETS[dataset]["mean"], DATASETS[dataset]["std"]
         self.augment = _build_augment(augment)

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from lenet.data import DataError, files_present, load_split, normalize
 from lenet.inference import LoadedModel, load_model, read_checkpoint
 from lenet.metrics import confusion_matrix
-from lenet.report import _pyplot
+from lenet.report import pyplot
 
 FIGURE_NAMES = ("filters", "feature_maps", "saliency", "embedding", "confused_pairs")
 EMBEDDING_METHODS = {"tsne": "t-SNE", "pca": "PCA"}  # --method value: name in titles
@@ -218,7 +218,7 @@ def _hide_axes(axes) -> None:
 
 def filters_figure(filters: Tensor, max_filters: int = 64):
     """First-layer kernels on one shared red/blue scale (blue negative, red positive)."""
-    plt = _pyplot()
+    plt = pyplot()
     kernels = filters[:max_filters].mean(dim=1)  # (F, k, k); MNIST has one input channel, so the mean is exact
     cols = min(8, len(kernels))
     rows = math.ceil(len(kernels) / cols)
@@ -239,7 +239,7 @@ def filters_figure(filters: Tensor, max_filters: int = 64):
 
 def feature_maps_figure(image: Tensor, maps: dict[str, Tensor], max_channels: int = 16):
     """One row per conv/pool layer (first image of the batch), channels side by side, one scale per layer."""
-    plt = _pyplot()
+    plt = pyplot()
     cols = max([min(m.shape[1], max_channels) for m in maps.values()] + [1])
     rows = 1 + len(maps)
     fig, axes = plt.subplots(rows, cols, figsize=(0.9 * cols + 2.2, 1.0 * rows + 0.5), squeeze=False)
@@ -263,7 +263,7 @@ def feature_maps_figure(image: Tensor, maps: dict[str, Tensor], max_channels: in
 
 def saliency_figure(image: Tensor, result: Saliency, title: str = ""):
     """The image, its input-gradient map and its Grad-CAM overlay."""
-    plt = _pyplot()
+    plt = pyplot()
     picture = image.squeeze().cpu().float().numpy()
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
     axes[0].imshow(picture, cmap="gray")
@@ -281,7 +281,7 @@ def saliency_figure(image: Tensor, result: Saliency, title: str = ""):
 
 def embedding_figure(points: np.ndarray, labels: Tensor, title: str = "Penultimate layer, 2-D embedding"):
     """Scatter of (N, 2) points, one colour per class, one point per sample."""
-    plt = _pyplot()
+    plt = pyplot()
     labels = np.asarray(labels)
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     colours = plt.get_cmap("tab10")
@@ -298,7 +298,7 @@ def embedding_figure(points: np.ndarray, labels: Tensor, title: str = "Penultima
 
 def confused_pairs_figure(images: Tensor, targets: Tensor, probs: Tensor, pairs: Sequence[tuple[int, int, int]], examples: int = 8):
     """One row per confused pair: its most confidently wrong test images."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = max(1, len(pairs))
     fig, axes = plt.subplots(rows, examples, figsize=(1.1 * examples + 1.2, 1.25 * rows + 0.6), squeeze=False)
     _hide_axes(axes)
@@ -351,7 +351,7 @@ def explain(
     The digit explained is test image `index`, or the user's `image` file through the shared
     preprocessing. Returns {figure name: PNG path}.
     """
-    plt = _pyplot()
+    plt = pyplot()
     loaded = load_model(checkpoint, device)
     net = loaded.net
     test_images, test_labels = load_split(_data_dir(loaded, data_dir), loaded.data_hparams.get("dataset", "mnist"), "test")

@@ -15,25 +15,12 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor
 
+from lenet.config import to_plain
 from lenet.metrics import classification_metrics, per_class_keys, per_class_metrics
 
 # Scheduler arguments that mean "the whole run": left null in a config, they are filled with the
 # run's number of optimizer steps, so one-cycle or cosine schedules follow trainer.max_epochs.
 RUN_LENGTH_ARGUMENTS = ("total_steps", "T_max")
-
-
-def _plain(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Hydra DictConfig -> plain dict, so checkpoints hold only plain data (weights_only loading)."""
-    if spec is None:
-        return None
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(spec, DictConfig):
-            return OmegaConf.to_container(spec, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return {k: _plain(v) if isinstance(v, Mapping) else v for k, v in spec.items()}
 
 
 class Classifier(L.LightningModule):
@@ -58,9 +45,9 @@ class Classifier(L.LightningModule):
             raise ValueError(f"model.label_smoothing={label_smoothing} must be in [0, 1)")
         self.save_hyperparameters(
             {
-                "net": _plain(net),
-                "optimizer": _plain(optimizer),
-                "scheduler": _plain(scheduler),
+                "net": to_plain(net),
+                "optimizer": to_plain(optimizer),
+                "scheduler": to_plain(scheduler),
                 "label_smoothing": label_smoothing,
                 "num_classes": num_classes,
             },

@@ -19,7 +19,8 @@ from lenet.metrics import SUMMARY_METRICS, confusion_matrix, evaluate_prediction
 FIGURE_NAMES = ("learning_curves", "confusion_matrix", "per_class", "misclassified")
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only; notebooks add `%matplotlib inline`)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: works without a display
@@ -30,7 +31,7 @@ def _pyplot():
 
 def learning_curves_figure(history: Sequence[dict[str, float]]):
     """Loss and accuracy per epoch, train vs validation."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, metric in zip(axes, ("loss", "acc")):
         for stage in ("train", "val"):
@@ -49,7 +50,7 @@ def learning_curves_figure(history: Sequence[dict[str, float]]):
 
 
 def confusion_matrix_figure(matrix: Tensor, class_names: Sequence[str] | None = None):
-    plt = _pyplot()
+    plt = pyplot()
     n = matrix.shape[0]
     names = list(class_names or [str(i) for i in range(n)])
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
@@ -71,7 +72,7 @@ def confusion_matrix_figure(matrix: Tensor, class_names: Sequence[str] | None = 
 
 
 def per_class_figure(metrics: dict[str, float], prefix: str = "test/", num_classes: int = 10):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.8))
     width = 0.27
     for k, name in enumerate(("precision", "recall", "f1")):
@@ -90,7 +91,7 @@ def per_class_figure(metrics: dict[str, float], prefix: str = "test/", num_class
 
 def misclassified_figure(images: Tensor, targets: Tensor, probs: Tensor, limit: int = 36):
     """Grid of the most confidently wrong images, titled `true→predicted (confidence)`."""
-    plt = _pyplot()
+    plt = pyplot()
     confidence, predicted = probs.max(dim=1)
     wrong = (predicted != targets).nonzero().flatten()
     wrong = wrong[confidence[wrong].argsort(descending=True)][:limit]
@@ -133,7 +134,7 @@ def evaluate_and_report(
 
 
 def write_report(run_dir, metrics, figures, matrix, title, tensorboard=None, step: int = 0) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     run_dir = Path(run_dir)
     figure_dir = run_dir / "figures"
     figure_dir.mkdir(parents=True, exist_ok=True)

@@ -71,8 +71,6 @@ def test_every_config_option_composes_and_instantiates(group, tmp_path):
             assert instantiate(cfg.logger) is not None
         if group == "callbacks":
             assert all(instantiate(spec) is not None for spec in cfg.callbacks.values())
-        if group == "trainer" and option != "gpu" or group == "experiment":
-            assert cfg.trainer.max_epochs >= 1
 
 
 def test_user_original_experiment_is_the_users_recipe(tmp_path):
