@@ -1,15 +1,11 @@
-"""Training callbacks: per-epoch history (kept in checkpoints) and an atomic checkpoint writer."""
+"""Training callbacks: per-epoch history (kept in checkpoints) and the start-up timer."""
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
-from lightning.fabric.plugins import TorchCheckpointIO
 
 HISTORY_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/f1")
 
@@ -39,20 +35,6 @@ class History(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.epochs = list(state_dict["epochs"])
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file and renames it into place.
-
-    A run killed mid-save leaves the previous checkpoint intact rather than half a file.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        torch.save(checkpoint, partial)
-        os.replace(partial, path)
 
 
 class StartupTimer(L.Callback):

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from lenet.config import load_config
-from lenet.data import load_split
+from lenet.evaluation import default_data_dir, test_split
 from lenet.report import pyplot
 
 # The networks: row name -> (experiment preset, extra overrides). The CNN is trained once per seed;
@@ -82,11 +82,12 @@ def run_comparison(
 ) -> list[dict[str, Any]]:
     """Train/fit every model, write comparison.{md,csv,png} into `out`; returns the rows."""
     from lenet.baselines import fit_and_evaluate, load_data
-    from lenet.ensemble import evaluate_ensemble, load_members
+    from lenet.ensemble import evaluate_ensemble
+    from lenet.inference import load_ensemble
 
     out.mkdir(parents=True, exist_ok=True)
     runs_dir = runs_dir or Path("outputs") / "compare" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    test_images, test_labels = load_split(data_dir, "mnist", "test")
+    test_images, test_labels = test_split("mnist", data_dir)
     wanted = (lambda name: only is None or any(part in name for part in only))
     rows: list[dict[str, Any]] = []
 
@@ -105,13 +106,13 @@ def run_comparison(
             cnn_rows.append(train_network(f"cnn (seed {seed})", CNN_PRESET, [f"seed={seed}", *overrides], run_dir, data_dir, test_images))
             add(cnn_rows[-1])
         if len(cnn_rows) > 1:
-            members = load_members([row["run_dir"] for row in cnn_rows])
+            ensemble = load_ensemble([row["run_dir"] for row in cnn_rows])
             add({
-                **evaluate_ensemble(members, test_images, test_labels),
-                "model": f"cnn ensemble of {len(members)} (seeds {', '.join(map(str, ensemble_seeds))})",
+                **evaluate_ensemble(ensemble, test_images, test_labels),
+                "model": f"cnn ensemble of {len(cnn_rows)} (seeds {', '.join(map(str, ensemble_seeds))})",
                 "kind": "ensemble",
                 "fit_seconds": round(sum(row["fit_seconds"] for row in cnn_rows), 2),
-                "recipe": f"mean probabilities of the {len(members)} cnn runs above; fit time is their sum",
+                "recipe": f"mean probabilities of the {len(cnn_rows)} cnn runs above; fit time is their sum",
             })
 
     baselines = [name for name in BASELINE_NAMES if wanted(name)]
@@ -212,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(prog="lenet-compare", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("comparison"), help="folder for comparison.md/csv/png (default: ./comparison)")
     parser.add_argument("--runs-dir", type=Path, default=None, help="run directories of the networks (default: outputs/compare/<time>)")
-    parser.add_argument("--data-dir", default=os.environ.get("LENET_DATA_DIR", "data"), help="default: $LENET_DATA_DIR or ./data")
+    parser.add_argument("--data-dir", default=default_data_dir(), help="default: $LENET_DATA_DIR or ./data")
     parser.add_argument("--epochs", type=int, default=None, help="override every preset's trainer.max_epochs (quick runs)")
     parser.add_argument("--train-batches", type=float, default=None, help="trainer.limit_train_batches for every network (quick runs)")
     parser.add_argument("--ensemble-seeds", type=int, nargs="+", default=[1, 2, 3], help="one cnn run per seed (default: 1 2 3)")

@@ -20,23 +20,13 @@ import torch
 from torch import Tensor
 
 from lenet.config import to_plain
+from lenet.datasets import DATASETS, IMAGE_SIZE, NUM_CLASSES, normalize
+from lenet.registry import build
 
-# Each dataset: torchvision's folder and class name, and the per-pixel mean/std of its training set.
-DATASETS: dict[str, dict[str, Any]] = {
-    "mnist": {"folder": "MNIST", "torchvision_class": "MNIST", "mean": 0.1307, "std": 0.3081},
-    "fashion_mnist": {
-        "folder": "FashionMNIST",
-        "torchvision_class": "FashionMNIST",
-        "mean": 0.2860,
-        "std": 0.3530,
-    },
-}
 SPLITS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000),
 }
-IMAGE_SIZE = 28
-NUM_CLASSES = 10
 
 
 class DataError(RuntimeError):
@@ -125,17 +115,6 @@ def download(data_dir: str | Path, dataset: str = "mnist") -> None:
 
 
 # ----------------------------------------------------------------------------- batches by index
-
-
-def normalize(images: Tensor, mean: float = DATASETS["mnist"]["mean"], std: float = DATASETS["mnist"]["std"]) -> Tensor:
-    """uint8 images (0..255) or float images (0..1), shape (B, 1, 28, 28) -> the network's input.
-
-    The one normalisation used by training, evaluation, prediction and serving.
-    """
-    scale = 1 / (255 * std) if images.dtype == torch.uint8 else 1 / std
-    x = images.to(torch.float32, memory_format=torch.channels_last, copy=True)
-    # One copy and two in-place passes; channels_last is what oneDNN's convolutions run fastest on.
-    return x.mul_(scale).sub_(mean / std)
 
 
 class BatchIndices:
@@ -306,9 +285,5 @@ class MNISTDataModule(L.LightningDataModule):
 
 
 def _build_augment(spec: Mapping[str, Any] | None):
-    """Instantiate the augmentation named by a Hydra `_target_` mapping (None: no augmentation)."""
-    if not spec:
-        return None
-    from hydra.utils import instantiate
-
-    return instantiate(spec)
+    """The augmentation a `_target_` mapping names, from the allow-list (None: no augmentation)."""
+    return build(spec, "augmentation", "data.augment") if spec else None

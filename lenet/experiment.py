@@ -14,12 +14,14 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lenet.callbacks import AtomicCheckpointIO, History, StartupTimer
+from lenet.callbacks import History, StartupTimer
 from lenet.data import MNISTDataModule
-from lenet.inference import load_model
+from lenet.evaluation import Evaluation, evaluate, score
+from lenet.inference import load_model, read_checkpoint
 from lenet.metrics import SUMMARY_METRICS
 from lenet.models import count_parameters
-from lenet.report import evaluate_and_report
+from lenet.registry import check_config_targets
+from lenet.report import write_evaluation_report
 
 
 class ConfigError(ValueError):
@@ -29,11 +31,15 @@ class ConfigError(ValueError):
 def run(cfg: DictConfig, process_started: float | None = None) -> dict[str, Any]:
     """Train (and test) or evaluate, as cfg.train says; `process_started` (perf_counter at launch)
     lets the run report its start-up time."""
+    # Hydra builds whatever a `_target_` names: only the project's allow-list may be named.
+    check_config_targets(OmegaConf.to_container(cfg, resolve=False))
+    if cfg.get("ckpt_path"):
+        read_checkpoint(cfg.ckpt_path)  # local files only, plain data only, allow-listed hyperparameters
     if cfg.train:
         return train(cfg, process_started)
     if not cfg.get("ckpt_path"):
         raise ConfigError("train=false evaluates a checkpoint: add ckpt_path=<run dir or .ckpt file>.")
-    return evaluate(cfg)
+    return evaluate_checkpoint(cfg)
 
 
 def train(cfg: DictConfig, process_started: float | None = None) -> dict[str, Any]:
@@ -45,16 +51,18 @@ def train(cfg: DictConfig, process_started: float | None = None) -> dict[str, An
     startup = StartupTimer(process_started if process_started is not None else time.perf_counter())
     callbacks.append(startup)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
+    # Lightning writes checkpoints through an fsspec transaction (a temporary file moved into place):
+    # a run killed mid-save keeps its previous checkpoint (tests/test_training.py kills one mid-write).
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
     started = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     fit_seconds = time.perf_counter() - started
 
     # The checkpoint callback that tracks a metric holds the best model (conf/callbacks/default.yaml).
     checkpointing = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor), trainer.checkpoint_callback)
     best = checkpointing.best_model_path or checkpointing.last_model_path
-    trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+    trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
     if not trainer.is_global_zero:  # DDP: rank 0 alone writes the report
         return {}
 
@@ -70,14 +78,18 @@ def train(cfg: DictConfig, process_started: float | None = None) -> dict[str, An
         "startup_seconds": round(startup.seconds, 2) if startup.seconds is not None else None,
     }
     tensorboard = logger.experiment if logger else None
-    metrics = _report(best, datamodule, run_dir, history, facts, tensorboard, step=trainer.global_step)
+    # The report is made from what trainer.test predicted: one source for the test metrics.
+    evaluation = score(*model.test_outputs)
+    metrics = _report(
+        evaluation, datamodule, run_dir, history, facts, tensorboard, step=trainer.global_step, network=type(model.net).__name__
+    )
     if logger:
         logger.log_hyperparams(_hparams(cfg), {k: metrics[k] for k in _headline_keys()})
         logger.finalize("success")
     return metrics
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
+def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on the official test set, rebuilt from its own hyperparameters."""
     loaded = load_model(cfg.ckpt_path)
     # Data as the model was trained on it, read from this machine's data directory.
@@ -95,7 +107,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "parameters": count_parameters(loaded.net),
         "epochs": len(loaded.history),
     }
-    metrics = _report(loaded, datamodule, run_dir, loaded.history, facts, tensorboard)
+    images, labels = datamodule.splits["test"]
+    evaluation = evaluate(loaded, images, labels)
+    metrics = _report(evaluation, datamodule, run_dir, loaded.history, facts, tensorboard, network=type(loaded.net).__name__)
     if tensorboard is not None:
         for key in _headline_keys():
             tensorboard.add_scalar(key, metrics[key])
@@ -103,13 +117,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def _report(checkpoint, datamodule, run_dir, history, facts, tensorboard, step: int = 0) -> dict[str, Any]:
-    loaded = load_model(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
-    images, labels = datamodule.splits["test"]
-    name = type(loaded.net).__name__
-    return evaluate_and_report(
-        loaded, images, labels, run_dir, history, facts, tensorboard,
-        title=f"{name} on {datamodule.hparams.dataset} (official test set)", step=step,
+def _report(
+    evaluation: Evaluation, datamodule, run_dir, history, facts, tensorboard, step: int = 0, network: str | None = None
+) -> dict[str, Any]:
+    images, _ = datamodule.splits["test"]
+    return write_evaluation_report(
+        evaluation, images, run_dir, history, facts, tensorboard,
+        title=f"{network or 'network'} on {datamodule.hparams.dataset} (official test set)", step=step,
     )
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lenet.data import DataError, files_present, load_split, normalize
+from lenet.data import DataError, files_present
+from lenet.datasets import normalize
+from lenet.evaluation import default_data_dir, evaluate, test_split
 from lenet.inference import LoadedModel, load_model, read_checkpoint
 from lenet.metrics import confusion_matrix
 from lenet.report import pyplot
@@ -323,8 +324,8 @@ def confused_pairs_figure(images: Tensor, targets: Tensor, probs: Tensor, pairs:
 
 
 def _data_dir(loaded: LoadedModel, data_dir: str | Path | None) -> Path:
-    """--data-dir, else LENET_DATA_DIR, else the data_dir the checkpoint was trained with."""
-    path = Path(data_dir or os.environ.get("LENET_DATA_DIR") or loaded.data_hparams.get("data_dir", "data"))
+    """--data-dir, else $LENET_DATA_DIR, else ./data (lenet.evaluation.default_data_dir)."""
+    path = Path(data_dir or default_data_dir())
     dataset = loaded.data_hparams.get("dataset", "mnist")
     if not files_present(path, dataset):
         raise FileNotFoundError(
@@ -354,7 +355,7 @@ def explain(
     plt = pyplot()
     loaded = load_model(checkpoint, device)
     net = loaded.net
-    test_images, test_labels = load_split(_data_dir(loaded, data_dir), loaded.data_hparams.get("dataset", "mnist"), "test")
+    test_images, test_labels = test_split(loaded.dataset, _data_dir(loaded, data_dir))
 
     if image is not None:
         from lenet.preprocess import prepare_image  # the one preprocessing path of CLI, API and page
@@ -368,7 +369,7 @@ def explain(
         caption = f"test image #{index} (label {int(test_labels[index])})"
     x = normalize(digit.unsqueeze(0).to(device), loaded.mean, loaded.std)  # (1, 1, 28, 28)
 
-    probs = loaded.predict_probs(test_images)  # (10000, 10)
+    probs = evaluate(loaded, test_images, test_labels).probs  # (10000, 10)
     pairs = most_confused_pairs(probs, test_labels)
     subset = slice(0, min(samples, len(test_labels)))
     features = penultimate_features(net, normalize(test_images[subset].to(device), loaded.mean, loaded.std))
@@ -423,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("image", nargs="?", help="a digit image to explain (PNG/JPEG...); default: MNIST test image --index")
     parser.add_argument("--out", help="output folder for the PNGs (default: <run dir>/explain, or ./explain for a .ckpt)")
     parser.add_argument("--index", type=int, default=0, help="MNIST test image to explain when no IMAGE is given (default: 0)")
-    parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $LENET_DATA_DIR, else the checkpoint's)")
+    parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $LENET_DATA_DIR, else ./data)")
     parser.add_argument("--samples", type=int, default=1000, help="test images in the embedding (default: 1000)")
     parser.add_argument("--method", choices=EMBEDDING_METHODS, default="tsne", help="embedding method (default: tsne)")
     parser.add_argument("--tensorboard", help="also log the figures to this TensorBoard folder (default: <run dir>/tensorboard)")

@@ -1,25 +1,40 @@
-"""Load a trained model from a checkpoint or run directory, and predict probabilities in batches.
+"""The inference core: load trained networks from checkpoints and predict probabilities, without Lightning.
 
-Checkpoints are read with `torch.load(weights_only=True)`: tensors and plain data only, no pickled
-code runs. The model is rebuilt from the checkpoint's own hyperparameters, so a run trained with
-any model/data overrides evaluates and serves without repeating them.
+Checkpoints are data, never code. They are read with `torch.load(weights_only=True)` (tensors and
+plain values only) and only the network is rebuilt, from the checkpoint's `net` hyperparameters
+through the project's allow-list (`lenet.registry`); its weights are then loaded strictly. Nothing
+here imports Lightning, torchmetrics or Hydra, so `lenet-predict`, `lenet-serve` and `lenet-export`
+start fast.
+
+    model = load_model("outputs/<run>")                  # or a .ckpt file
+    probs = model.predict_probs(images)                  # (N, 10) for (N, 1, 28, 28) images
+    ensemble = load_ensemble(["run_a", "run_b"])         # averages its members' probabilities
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lenet.data import DATASETS, normalize
+from lenet.datasets import dataset_stats, normalize
+from lenet.registry import NotAllowedError, build
+
+# Below this top probability a prediction is "unsure" and the runner-up is shown with it.
+UNSURE_BELOW = 0.5
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, remote, unreadable, or not a network of this project."""
 
 
 @dataclass
 class LoadedModel:
-    """A network in eval mode plus what is needed to feed it and to rebuild its data."""
+    """A network in eval mode plus what is needed to feed it."""
 
     net: nn.Module
     mean: float
@@ -27,7 +42,11 @@ class LoadedModel:
     checkpoint_path: Path
     model_hparams: dict[str, Any]
     data_hparams: dict[str, Any]
-    history: list[dict[str, float]]  # per-epoch training metrics, when the checkpoint has them
+    history: list[dict[str, float]] = field(default_factory=list)  # per-epoch training metrics, if stored
+
+    @property
+    def dataset(self) -> str:
+        return self.data_hparams.get("dataset", "mnist")
 
     @torch.no_grad()
     def predict_probs(self, images: Tensor, batch_size: int = 1000) -> Tensor:
@@ -40,49 +59,164 @@ class LoadedModel:
         return torch.cat(chunks).cpu() if chunks else torch.empty(0, 10)
 
 
+@dataclass
+class Ensemble:
+    """Several loaded models answering as one: the mean of their probabilities."""
+
+    members: list[LoadedModel]
+
+    @property
+    def dataset(self) -> str:
+        return self.members[0].dataset
+
+    @property
+    def checkpoint_path(self) -> str:
+        return ", ".join(str(member.checkpoint_path) for member in self.members)
+
+    def predict_probs(self, images: Tensor, batch_size: int = 1000) -> Tensor:
+        return torch.stack([member.predict_probs(images, batch_size) for member in self.members]).mean(dim=0)
+
+
+Model = LoadedModel | Ensemble
+
+
+@dataclass
+class Prediction:
+    """The answer for one image: the digit, its probability, the runner-up, and whether to trust it."""
+
+    digit: int
+    confidence: float
+    probs: list[float]
+    runner_up: int
+    runner_up_confidence: float
+    unsure: bool  # confidence below the threshold: show the runner-up, do not state the digit as fact
+
+    @classmethod
+    def from_probs(cls, probs: Tensor, unsure_below: float = UNSURE_BELOW) -> Prediction:
+        top = probs.topk(2)
+        confidence = float(top.values[0])
+        return cls(
+            digit=int(top.indices[0]),
+            confidence=confidence,
+            probs=[round(float(p), 6) for p in probs],
+            runner_up=int(top.indices[1]),
+            runner_up_confidence=float(top.values[1]),
+            unsure=confidence < unsure_below,
+        )
+
+    def top_k(self, k: int) -> list[tuple[int, float]]:
+        ranked = sorted(range(len(self.probs)), key=lambda d: -self.probs[d])
+        return [(d, self.probs[d]) for d in ranked[:k]]
+
+
+def predict_tensors(model: Model, images: Sequence[Tensor], unsure_below: float = UNSURE_BELOW) -> list[Prediction]:
+    """Prepared (1, 28, 28) images -> one Prediction each, in one batch."""
+    if not images:
+        return []
+    probs = model.predict_probs(torch.stack(list(images)))  # (N, 10)
+    return [Prediction.from_probs(row, unsure_below) for row in probs]
+
+
+# ----------------------------------------------------------------------------- reading checkpoints
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A .ckpt file, or a run directory (its checkpoints/best.ckpt)."""
+    """A local .ckpt file, or a run directory (its checkpoints/best.ckpt)."""
+    if "://" in str(path):
+        raise CheckpointError(
+            f"{path} is a remote address: checkpoints are only read from local files. Download it, check "
+            "where it comes from, and pass the local path."
+        )
     path = Path(path)
     if path.is_dir():
         for candidate in (path / "checkpoints" / "best.ckpt", path / "best.ckpt"):
             if candidate.is_file():
                 return candidate
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"{path} is a directory without checkpoints/best.ckpt: pass a run directory made by "
             "`python train.py` or the path of a .ckpt file."
         )
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist: pass a .ckpt file or a run directory.")
+        raise CheckpointError(f"checkpoint {path} does not exist: pass a .ckpt file or a run directory.")
     return path
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict, loaded without executing pickled code; clear errors for bad files."""
+    """The checkpoint dict, loaded without executing pickled code, its hyperparameters checked
+    against the allow-list (network, optimiser, scheduler, augmentation); clear errors for bad files."""
     path = resolve_checkpoint(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"{path} is not a readable checkpoint ({type(error).__name__}: {error}). It may be "
-            "truncated or not made by this project: use another checkpoint, e.g. last.ckpt."
+    except Exception as error:  # truncated zip, a pickle with code in it, not a torch file at all
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(error).__name__}: {reason[:200]}). It may be truncated, "
+            "or not made by this project: use another checkpoint, e.g. last.ckpt."
         ) from error
-    if "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise ValueError(f"{path} has no state_dict/hyper_parameters: not a lenet Lightning checkpoint.")
+    if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("state_dict"), Mapping):
+        raise CheckpointError(f"{path} has no state_dict: not a checkpoint written by `python train.py`.")
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, Mapping) or "net" not in hparams:
+        raise CheckpointError(
+            f"{path} has no `net` hyperparameters: not a checkpoint of lenet.module.Classifier (made by `python train.py`)."
+        )
+    try:
+        _check_hparams(hparams, checkpoint.get("datamodule_hyper_parameters") or {})
+    except NotAllowedError as error:
+        raise CheckpointError(f"{path}: {error}") from error
     return checkpoint
+
+
+def _check_hparams(model: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+    from lenet.registry import check_spec
+
+    check_spec(model["net"], "network", "hyper_parameters.net")
+    for key, family in (("optimizer", "optimizer"), ("scheduler", "scheduler")):
+        if model.get(key):
+            check_spec(model[key], family, f"hyper_parameters.{key}")
+    if not isinstance(data, Mapping):
+        raise NotAllowedError("datamodule_hyper_parameters must be a mapping of plain values.")
+    if data.get("augment"):
+        check_spec(data["augment"], "augmentation", "datamodule_hyper_parameters.augment")
+    dataset = data.get("dataset", "mnist")
+    if not isinstance(dataset, str):
+        raise NotAllowedError(f"datamodule_hyper_parameters.dataset must be a dataset name, got {dataset!r}.")
+    dataset_stats(dataset)  # ValueError with the known names
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the trained network of a checkpoint (or run directory) for inference."""
-    from lenet.module import Classifier
-
     checkpoint_path = resolve_checkpoint(path)
     checkpoint = read_checkpoint(checkpoint_path)
-    classifier = Classifier(**checkpoint["hyper_parameters"])
-    classifier.load_state_dict(checkpoint["state_dict"])
-    data_hparams = dict(checkpoint.get("datamodule_hyper_parameters", {}))
-    stats = DATASETS[data_hparams.get("dataset", "mnist")]
+    hparams = dict(checkpoint["hyper_parameters"])
+    data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    try:
+        mean, std = dataset_stats(data_hparams.get("dataset", "mnist"))
+        net = build(hparams["net"], "network", "hyper_parameters.net")
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{checkpoint_path}: {error}") from error
+    # The LightningModule keeps the network under `net.`; the rest (metrics' state) is not needed here.
+    weights = {key[len("net.") :]: value for key, value in checkpoint["state_dict"].items() if key.startswith("net.")}
+    try:
+        net.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{checkpoint_path}: its weights do not fit the network it names ({hparams['net'].get('_target_')}; "
+            f"{str(error).splitlines()[0]}). The file is damaged or was edited: use another checkpoint."
+        ) from error
     history = checkpoint.get("callbacks", {}).get("History", {}).get("epochs", [])
-    net = classifier.net.to(device).eval()
-    return LoadedModel(
-        net, stats["mean"], stats["std"], checkpoint_path, dict(checkpoint["hyper_parameters"]), data_hparams, history
-    )
+    net = net.to(device, memory_format=torch.channels_last).eval()
+    return LoadedModel(net, mean, std, checkpoint_path, hparams, data_hparams, list(history))
+
+
+def load_ensemble(paths: Sequence[str | Path], device: str | torch.device = "cpu") -> Model:
+    """One checkpoint: its model; several: an Ensemble averaging them (all trained on one dataset)."""
+    if not paths:
+        raise CheckpointError("no checkpoint given: pass at least one run directory or .ckpt file.")
+    members = [load_model(path, device) for path in paths]
+    if len(members) == 1:
+        return members[0]
+    datasets = sorted({member.dataset for member in members})
+    if len(datasets) != 1:
+        raise CheckpointError(f"the checkpoints were trained on different datasets {datasets}: ensemble like with like.")
+    return Ensemble(members)

@@ -12,11 +12,11 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torch import Tensor
 
 from lenet.config import to_plain
-from lenet.metrics import classification_metrics, per_class_keys, per_class_metrics
+from lenet.registry import build
+from lenet.metrics import classification_metrics
 
 # Scheduler arguments that mean "the whole run": left null in a config, they are filled with the
 # run's number of optimizer steps, so one-cycle or cosine schedules follow trainer.max_epochs.
@@ -53,11 +53,13 @@ class Classifier(L.LightningModule):
             },
             logger=False,  # hparams go to TensorBoard once, with the final metrics (lenet.experiment)
         )
-        self.net = instantiate(self.hparams.net).to(memory_format=torch.channels_last)
+        self.net = build(self.hparams.net, "network", "model.net").to(memory_format=torch.channels_last)
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
-        self.test_per_class = per_class_metrics(num_classes)
+        # trainer.test's probabilities in test-set order (N, C) and labels (N,): the run's report reads them.
+        self.test_outputs: tuple[Tensor, Tensor] | None = None
+        self._test_batches: list[tuple[Tensor, Tensor]] = []
         self._train_loss_sum = torch.zeros(())
         self._train_predictions: list[Tensor] = []
         self._train_targets: list[Tensor] = []
@@ -106,28 +108,48 @@ class Classifier(L.LightningModule):
         self.log_dict(self.val_metrics.compute(), prog_bar=True)
         self.val_metrics.reset()
 
+    def on_test_epoch_start(self) -> None:
+        self._test_batches = []
+
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         loss, logits, y = self.model_step(batch)
         self.test_metrics.update(logits, y)
-        self.test_per_class.update(logits, y)
+        self._test_batches.append((logits.softmax(dim=1), y))
         self.log("test/loss", loss, on_epoch=True, batch_size=len(y), sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics.compute())
-        self.log_dict(per_class_keys(self.test_per_class.compute(), "test/"))
         self.test_metrics.reset()
-        self.test_per_class.reset()
+        probs = torch.cat([p for p, _ in self._test_batches])
+        labels = torch.cat([y for _, y in self._test_batches])
+        self.test_outputs = (self._in_dataset_order(probs), self._in_dataset_order(labels))
+        self._test_batches = []
+
+    def _in_dataset_order(self, shard: Tensor) -> Tensor:
+        """Under DDP, rank r tested samples r, r + W, r + 2W, ... (lenet.data.BatchIndices): gather
+        every rank's shard (their lengths differ by at most one) and put them back in order."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world == 1:
+            return shard.cpu()
+        sizes = self.all_gather(torch.tensor(len(shard), device=shard.device)).flatten().tolist()
+        padded = torch.cat([shard, shard.new_zeros(max(sizes) - len(shard), *shard.shape[1:])])
+        gathered = self.all_gather(padded)  # (W, max size, ...)
+        total = sum(sizes)
+        ordered = shard.new_empty(total, *shard.shape[1:])
+        for rank, size in enumerate(sizes):
+            ordered[torch.arange(rank, total, world, device=shard.device)] = gathered[rank, :size]
+        return ordered.cpu()
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self(batch[0]).softmax(dim=1)
 
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.hparams.optimizer, _partial_=True)(self.parameters())
+        optimizer = build({**self.hparams.optimizer, "_partial_": True}, "optimizer", "model.optimizer")(self.parameters())
         if not self.hparams.scheduler:
             return optimizer
         spec = dict(self.hparams.scheduler)
         for key in RUN_LENGTH_ARGUMENTS:
             if key in spec and spec[key] is None:
                 spec[key] = int(self.trainer.estimated_stepping_batches)
-        scheduler = instantiate(spec, _partial_=True)(optimizer)
+        scheduler = build({**spec, "_partial_": True}, "scheduler", "model.scheduler")(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -12,41 +12,14 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from lenet.inference import LoadedModel, load_model
+from lenet.inference import CheckpointError, Prediction, load_ensemble, predict_tensors
 from lenet.preprocess import ImageError, prepare_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-@dataclass
-class Prediction:
-    """The model's answer for one image: its digit, that digit's probability, all ten."""
-
-    digit: int
-    confidence: float
-    probs: list[float]
-
-    @classmethod
-    def from_probs(cls, probs: torch.Tensor) -> Prediction:
-        digit = int(probs.argmax())
-        return cls(digit, float(probs[digit]), [round(float(p), 6) for p in probs])
-
-    def top_k(self, k: int) -> list[tuple[int, float]]:
-        ranked = sorted(range(len(self.probs)), key=lambda d: -self.probs[d])
-        return [(d, self.probs[d]) for d in ranked[:k]]
-
-
-def predict_tensors(model: LoadedModel, images: list[torch.Tensor]) -> list[Prediction]:
-    """Prepared (1, 28, 28) images -> one Prediction each, in one batch."""
-    if not images:
-        return []
-    probs = model.predict_probs(torch.stack(images))  # (N, 10)
-    return [Prediction.from_probs(row) for row in probs]
 
 
 def image_paths(inputs: list[str]) -> Iterator[Path]:
@@ -71,19 +44,23 @@ def batches(paths: Iterator[Path], size: int) -> Iterator[list[Path]]:
 
 
 def format_line(path: Path, prediction: Prediction, top_k: int, as_json: bool) -> str:
-    ranked = prediction.top_k(top_k)
+    ranked = prediction.top_k(max(top_k, 2 if prediction.unsure else 1))
     if as_json:
         record = {"path": str(path), "digit": prediction.digit, "confidence": round(prediction.confidence, 6)}
-        record["probs"] = prediction.probs
+        record.update(unsure=prediction.unsure, runner_up=prediction.runner_up, probs=prediction.probs)
         if top_k > 1:
             record["top_k"] = [{"digit": d, "probability": p} for d, p in ranked]
         return json.dumps(record)
-    return f"{path}: " + ", ".join(f"{d} ({100 * p:.1f}%)" for d, p in ranked)
+    answer = ", ".join(f"{d} ({100 * p:.1f}%)" for d, p in ranked)
+    return f"{path}: unsure: {answer}" if prediction.unsure else f"{path}: {answer}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="lenet-predict", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="run directory (uses checkpoints/best.ckpt) or .ckpt file")
+    parser.add_argument(
+        "checkpoint",
+        help="run directory (uses checkpoints/best.ckpt) or .ckpt file; several, comma-separated, are averaged (an ensemble)",
+    )
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF, WebP, TIFF) or directories")
     parser.add_argument("--json", action="store_true", help="one JSON object per line (default: text)")
     parser.add_argument("--top-k", type=int, default=1, help="show the K most likely digits (default: 1)")
@@ -100,8 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        model = load_model(args.checkpoint, args.device)
-    except (FileNotFoundError, ValueError) as error:
+        model = load_ensemble([name for name in args.checkpoint.split(",") if name], args.device)
+    except (CheckpointError, ValueError) as error:
         print(f"lenet-predict: {error}", file=sys.stderr)
         return 2
 

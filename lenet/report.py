@@ -1,6 +1,6 @@
 """Evaluation report of a model on a labelled set: metrics.json, Matplotlib figures, report.md.
 
-`evaluate_and_report` is what training and `train=false` evaluation both end with; the figure
+`write_evaluation_report` is what training and `train=false` evaluation both end with; the figure
 functions are importable for notebooks.
 """
 
@@ -14,7 +14,8 @@ from typing import Any
 
 from torch import Tensor
 
-from lenet.metrics import SUMMARY_METRICS, confusion_matrix, evaluate_predictions
+from lenet.evaluation import Evaluation
+from lenet.metrics import SUMMARY_METRICS
 
 FIGURE_NAMES = ("learning_curves", "confusion_matrix", "per_class", "misclassified")
 
@@ -108,10 +109,9 @@ def misclassified_figure(images: Tensor, targets: Tensor, probs: Tensor, limit: 
     return fig
 
 
-def evaluate_and_report(
-    loaded,
+def write_evaluation_report(
+    evaluation: Evaluation,
     images: Tensor,
-    targets: Tensor,
     run_dir: str | Path,
     history: Sequence[dict[str, float]] = (),
     extra: dict[str, Any] | None = None,
@@ -119,15 +119,14 @@ def evaluate_and_report(
     title: str = "LeNet-5 on MNIST",
     step: int = 0,
 ) -> dict[str, Any]:
-    """Predict the set with a lenet.inference.LoadedModel and write metrics.json, figures and report.md."""
-    probs = loaded.predict_probs(images)
-    metrics: dict[str, Any] = {**evaluate_predictions(probs, targets), **(extra or {})}
-    matrix = confusion_matrix(probs, targets)
+    """metrics.json, figures and report.md for an Evaluation of `images`; returns the metrics written."""
+    metrics: dict[str, Any] = {**evaluation.metrics, **(extra or {})}
+    matrix = evaluation.confusion()
     figures = {
         "learning_curves": learning_curves_figure(history),
         "confusion_matrix": confusion_matrix_figure(matrix),
         "per_class": per_class_figure(metrics),
-        "misclassified": misclassified_figure(images, targets, probs),
+        "misclassified": misclassified_figure(images, evaluation.labels, evaluation.probs),
     }
     write_report(run_dir, metrics, figures, matrix, title, tensorboard, step)
     return metrics

@@ -34,8 +34,7 @@ from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lenet.inference import load_model
-from lenet.predict import Prediction, predict_tensors
+from lenet.inference import Prediction, load_model, predict_tensors
 from lenet.preprocess import MAX_PIXELS, ImageError, ImageTooLargeError, NoDigitError, prepare_image
 
 STATIC = Path(__file__).parent / "static"

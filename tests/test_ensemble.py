@@ -7,18 +7,19 @@ import json
 import pytest
 import torch
 
-from lenet.ensemble import ensemble_probs, evaluate_ensemble, load_members, main
-from lenet.inference import load_model
-from lenet.metrics import evaluate_predictions
+from lenet.ensemble import evaluate_ensemble, main
+from lenet.evaluation import evaluate
+from lenet.inference import CheckpointError, Ensemble, load_ensemble, load_model
 
 
 def test_ensemble_of_identical_checkpoints_equals_the_single_model(trained_run, mnist_test):
     images, labels = mnist_test
     single = load_model(trained_run)
-    members = load_members([trained_run, trained_run / "checkpoints" / "best.ckpt", trained_run])
-    assert torch.allclose(ensemble_probs(members, images), single.predict_probs(images), atol=1e-6)
-    metrics = evaluate_ensemble(members, images, labels)
-    expected = evaluate_predictions(single.predict_probs(images), labels)
+    ensemble = load_ensemble([trained_run, trained_run / "checkpoints" / "best.ckpt", trained_run])
+    assert isinstance(ensemble, Ensemble) and len(ensemble.members) == 3
+    assert torch.allclose(ensemble.predict_probs(images), single.predict_probs(images), atol=1e-6)
+    metrics = evaluate_ensemble(ensemble, images, labels)
+    expected = evaluate(single, images, labels).metrics
     assert {k: metrics[k] for k in expected} == pytest.approx(expected)
     assert metrics["members"] == 3
     assert metrics["parameters"] == 3 * 44_426
@@ -34,7 +35,7 @@ def test_ensemble_averages_the_members_probabilities(trained_run, mnist_test):
         second.net.classifier[-1].bias.add_(torch.linspace(-2, 2, 10))  # a different member
     expected = (first.predict_probs(images[:500]) + second.predict_probs(images[:500])) / 2
     assert not torch.allclose(first.predict_probs(images[:500]), second.predict_probs(images[:500]))
-    assert torch.allclose(ensemble_probs([first, second], images[:500]), expected, atol=1e-6)
+    assert torch.allclose(Ensemble([first, second]).predict_probs(images[:500]), expected, atol=1e-6)
 
 
 def test_command_line_prints_and_writes_metrics(trained_run, tmp_path, capsys, monkeypatch):
@@ -48,5 +49,5 @@ def test_command_line_prints_and_writes_metrics(trained_run, tmp_path, capsys, m
 
 
 def test_no_members_is_a_clear_error():
-    with pytest.raises(ValueError, match="at least one"):
-        load_members([])
+    with pytest.raises(CheckpointError, match="at least one"):
+        load_ensemble([])

@@ -38,7 +38,8 @@ def test_directory_json_in_batches(trained_run, image_dir, capsys):
     records = json_lines(capsys.readouterr().out)
     assert [Path(r["path"]).name for r in records] == sorted(labels)  # every file, in order
     for record in records:
-        assert set(record) == {"path", "digit", "confidence", "probs"}
+        assert set(record) == {"path", "digit", "confidence", "probs", "unsure", "runner_up"}
+        assert record["unsure"] == (record["confidence"] < 0.5)
         assert len(record["probs"]) == 10 and sum(record["probs"]) == pytest.approx(1, abs=1e-4)
         assert record["confidence"] == pytest.approx(record["probs"][record["digit"]], abs=1e-5)
     correct = sum(r["digit"] == labels[Path(r["path"]).name] for r in records)

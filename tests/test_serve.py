@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from lenet.inference import CheckpointError
 from lenet.serve import create_app
 
 MAX_UPLOAD = 300_000  # a small limit, so the over-size case stays cheap
@@ -158,6 +159,6 @@ def test_batch_limits(client, digits):
 
 
 def test_missing_checkpoint_fails_at_startup(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         with TestClient(create_app(tmp_path / "nothing.ckpt")):
             pass
