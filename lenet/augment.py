@@ -31,8 +31,10 @@ class RandomAffine:
     """Per-image random rotation, translation, scale and shear, applied to a batch at once.
 
     degrees: rotation drawn in ±degrees; translate: shift in ± that fraction of the image side;
-    scale: zoom factor range (low, high); shear: horizontal shear angle in ±shear degrees.
-    All zero (scale (1, 1)) is the identity.
+    scale: zoom factor range (low, high); shear: horizontal shear angle in ±shear degrees;
+    aspect: width scaled against height by a factor log-uniform in [1/aspect, aspect] (people's
+    digits are narrower or wider than MNIST's, and scans stretched to fill a box make a 1 wide).
+    All zero (scale (1, 1), aspect 1) is the identity.
     """
 
     def __init__(
@@ -41,16 +43,18 @@ class RandomAffine:
         translate: float = 0.0,
         scale: Sequence[float] = (1.0, 1.0),
         shear: float = 0.0,
+        aspect: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> None:
         low, high = scale
-        if degrees < 0 or translate < 0 or shear < 0 or not 0 < low <= high:
+        if degrees < 0 or translate < 0 or shear < 0 or not 0 < low <= high or aspect < 1:
             raise ValueError(
-                f"RandomAffine(degrees={degrees}, translate={translate}, scale={tuple(scale)}, shear={shear}): "
-                "angles and shift must be >= 0 and scale a range (low, high) with 0 < low <= high"
+                f"RandomAffine(degrees={degrees}, translate={translate}, scale={tuple(scale)}, shear={shear}, "
+                f"aspect={aspect}): angles and shift must be >= 0, scale a range (low, high) with 0 < low <= high, "
+                "and aspect >= 1"
             )
         self.degrees, self.translate, self.scale, self.shear = degrees, translate, (low, high), shear
-        self.generator = generator
+        self.aspect, self.generator = aspect, generator
 
     def matrices(self, batch: int, like: Tensor) -> Tensor:
         """(B, 2, 3) maps from output to input coordinates in affine_grid's [-1, 1] frame."""
@@ -58,6 +62,7 @@ class RandomAffine:
         angle = torch.deg2rad(_uniform(-self.degrees, self.degrees, batch, like, g))
         shear = torch.deg2rad(_uniform(-self.shear, self.shear, batch, like, g))
         zoom = _uniform(*self.scale, batch, like, g)
+        stretch = torch.exp(_uniform(-math.log(self.aspect), math.log(self.aspect), batch, like, g))
         # The frame spans 2 units per image side, so a shift by a fraction f of the side is 2f units.
         shift = _uniform(-2 * self.translate, 2 * self.translate, 2 * batch, like, g).view(batch, 2)
         cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
@@ -65,6 +70,7 @@ class RandomAffine:
         forward = torch.stack(
             [torch.stack([cos, -sin + cos * tan], -1), torch.stack([sin, cos + sin * tan], -1)], -2
         ) * zoom.view(batch, 1, 1)  # (B, 2, 2)
+        forward[:, 0, :] *= stretch.view(batch, 1)  # x (width) only
         inverse = torch.linalg.inv(forward)
         offset = -(inverse @ shift.unsqueeze(-1))  # (B, 2, 1)
         return torch.cat([inverse, offset], dim=2)  # (B, 2, 3)
@@ -75,7 +81,10 @@ class RandomAffine:
         return _sample(x, grid)
 
     def __repr__(self) -> str:
-        return f"RandomAffine(degrees={self.degrees}, translate={self.translate}, scale={self.scale}, shear={self.shear})"
+        return (
+            f"RandomAffine(degrees={self.degrees}, translate={self.translate}, scale={self.scale}, "
+            f"shear={self.shear}, aspect={self.aspect})"
+        )
 
 
 def _gaussian_kernel(sigma: float, like: Tensor) -> Tensor:
@@ -121,6 +130,86 @@ class ElasticDistortion:
 
     def __repr__(self) -> str:
         return f"ElasticDistortion(alpha={self.alpha}, sigma={self.sigma})"
+
+
+class StrokeWidth:
+    """Per-image random stroke width, thinner or thicker: people draw with pens from hair-thin to
+    marker-thick, MNIST's writers mostly did not.
+
+    Thicker: grey-level dilation (3x3 max pooling, about one pixel of width per pass), up to
+    `thicker` passes, the last one blended by its fraction. Thinner: the level below which a pixel
+    counts as background is raised by up to `thinner` (of full scale), which strips the soft edges
+    of each stroke and keeps its core, so no stroke vanishes (erosion would erase MNIST's 2 px lines).
+    Each image is made thinner or thicker with equal odds. 0 and 0 is the identity.
+    """
+
+    def __init__(self, thinner: float = 0.5, thicker: float = 1.5, generator: torch.Generator | None = None) -> None:
+        if not 0 <= thinner < 1 or thicker < 0:
+            raise ValueError(f"StrokeWidth(thinner={thinner}, thicker={thicker}): need 0 <= thinner < 1 and thicker >= 0 (pixels)")
+        self.thinner, self.thicker, self.generator = thinner, thicker, generator
+
+    def __call__(self, x: Tensor) -> Tensor:
+        batch = len(x)
+        thicken = torch.rand(batch, device=x.device, dtype=x.dtype, generator=self.generator).view(-1, 1, 1, 1) < 0.5
+        amount = torch.rand(batch, device=x.device, dtype=x.dtype, generator=self.generator).view(-1, 1, 1, 1)
+        level = amount * self.thinner
+        thin = ((x - level) / (1 - level)).clamp(0, 1)
+        thick, grown = x, x
+        for step in range(math.ceil(self.thicker)):
+            grown = F.max_pool2d(grown, 3, stride=1, padding=1)
+            share = (amount * self.thicker - step).clamp(0, 1)  # 1 for whole passes, the rest for the last
+            thick = thick + share * (grown - thick)
+        return torch.where(thicken, thick, thin)
+
+    def __repr__(self) -> str:
+        return f"StrokeWidth(thinner={self.thinner}, thicker={self.thicker})"
+
+
+class LowResolution:
+    """Digits scanned at low resolution: per image, shrunk to `low`..`high` pixels a side, binarised
+    (with probability `binarize`, at a threshold in [0.3, 0.6]) and scaled back up, as a 16x16 form
+    scan reaches the model after preprocessing (blocky, hard-edged strokes)."""
+
+    def __init__(self, low: int = 12, high: int = 20, binarize: float = 0.5, generator: torch.Generator | None = None) -> None:
+        if not 4 <= low <= high <= 28 or not 0 <= binarize <= 1:
+            raise ValueError(f"LowResolution(low={low}, high={high}, binarize={binarize}): need 4 <= low <= high <= 28 and 0 <= binarize <= 1")
+        self.low, self.high, self.binarize, self.generator = low, high, binarize, generator
+
+    def __call__(self, x: Tensor) -> Tensor:
+        size = x.shape[-1]
+        sides = torch.randint(self.low, self.high + 1, (len(x),), generator=self.generator, device="cpu" if self.generator is None else self.generator.device)
+        threshold = _uniform(0.3, 0.6, len(x), x, self.generator).view(-1, 1, 1, 1)
+        binarize = torch.rand(len(x), device=x.device, generator=self.generator).view(-1, 1, 1, 1) < self.binarize
+        out = torch.empty_like(x)
+        for side in sides.unique().tolist():  # one resize per distinct side: a handful of calls per batch
+            chosen = (sides == side).nonzero().flatten().to(x.device)
+            small = F.interpolate(x[chosen], size=(side, side), mode="area")
+            small = torch.where(binarize[chosen], (small > threshold[chosen]).to(x.dtype), small)
+            out[chosen] = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+        return out
+
+    def __repr__(self) -> str:
+        return f"LowResolution(low={self.low}, high={self.high}, binarize={self.binarize})"
+
+
+class RandomApply:
+    """Apply `transform` to a random share `p` of the batch's images, leave the others as they are."""
+
+    def __init__(self, transform, p: float = 0.5, generator: torch.Generator | None = None) -> None:
+        if not 0 <= p <= 1:
+            raise ValueError(f"RandomApply(p={p}): p is a probability in [0, 1]")
+        self.transform, self.p, self.generator = transform, p, generator
+
+    def __call__(self, x: Tensor) -> Tensor:
+        chosen = (torch.rand(len(x), device=x.device, generator=self.generator) < self.p).nonzero().flatten()
+        if len(chosen) == 0:
+            return x
+        out = x.clone()
+        out[chosen] = self.transform(x[chosen])
+        return out
+
+    def __repr__(self) -> str:
+        return f"RandomApply({self.transform!r}, p={self.p})"
 
 
 class Compose:

@@ -8,13 +8,17 @@ import torch
 from conftest import compose_config
 from hydra.utils import instantiate
 
-from lenet.augment import Compose, ElasticDistortion, RandomAffine
+from lenet.augment import Compose, ElasticDistortion, LowResolution, RandomAffine, RandomApply, StrokeWidth
 from lenet.inference import load_model
 
 AUGMENTATIONS = {
     "affine": lambda: RandomAffine(degrees=15, translate=0.1, scale=(0.85, 1.15), shear=15),
     "elastic": lambda: ElasticDistortion(alpha=34, sigma=4),
     "compose": lambda: Compose([ElasticDistortion(alpha=34, sigma=6), RandomAffine(degrees=10, translate=0.1)]),
+    "aspect": lambda: RandomAffine(aspect=1.5),
+    "stroke": lambda: StrokeWidth(thinner=0.5, thicker=1.5),
+    "lowres": lambda: LowResolution(low=10, high=18, binarize=0.7),
+    "random_apply": lambda: RandomApply(StrokeWidth(thinner=0.0, thicker=1.0), p=0.5),
 }
 
 
@@ -38,7 +42,13 @@ def test_shape_range_and_ink_are_kept(name, digits):
 
 
 @pytest.mark.parametrize(
-    "identity", [RandomAffine(), RandomAffine(scale=(1.0, 1.0)), ElasticDistortion(alpha=0.0)], ids=repr
+    "identity",
+    [
+        RandomAffine(), RandomAffine(scale=(1.0, 1.0), aspect=1.0), ElasticDistortion(alpha=0.0),
+        StrokeWidth(thinner=0.0, thicker=0.0), RandomApply(StrokeWidth(thicker=2.0), p=0.0),
+        LowResolution(low=28, high=28, binarize=0.0),
+    ],
+    ids=repr,
 )
 def test_zero_strength_is_the_identity(identity, digits):
     x, _ = digits
@@ -84,15 +94,72 @@ def test_affine_geometry_zoom_and_shift():
     assert (row, col) != pytest.approx((9.5, 17.5), abs=0.5)
 
 
+def _stroke_width(image):
+    """Mean stroke width in pixels: ink area over half the ink's boundary length."""
+    mask = image.squeeze() > 0.5
+    inner = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    boundary = mask[1:-1, 1:-1] & ~inner
+    return 2 * float(mask.sum()) / max(float(boundary.sum()), 1.0)
+
+
+def test_stroke_width_goes_both_ways_and_keeps_every_stroke(digits):
+    x, _ = digits
+    widths = torch.tensor([_stroke_width(image) for image in x])
+    thick = StrokeWidth(thinner=0.0, thicker=2.0, generator=torch.Generator().manual_seed(0))
+    thin = StrokeWidth(thinner=0.6, thicker=0.0, generator=torch.Generator().manual_seed(0))
+    thick_widths = torch.tensor([_stroke_width(image) for image in thick(x)])
+    thin_x = thin(x)
+    thin_widths = torch.tensor([_stroke_width(image) for image in thin_x])
+    changed = thick_widths != widths  # half the images are left thin by the thicker-only setting
+    assert float((thick_widths[changed] - widths[changed]).median()) > 0.8
+    changed = thin_widths != widths
+    assert float((thin_widths[changed] - widths[changed]).median()) < -0.2
+    assert float(thin_x.amax(dim=(1, 2, 3)).min()) > 0.9  # every stroke core survives thinning
+
+
+def test_aspect_changes_width_not_height():
+    bar = torch.zeros(1, 1, 28, 28)
+    bar[0, 0, 6:22, 12:16] = 1  # 16 px high, 4 px wide
+    rows = lambda image: int((image.squeeze() > 0.5).any(dim=1).sum())  # noqa: E731
+    cols = lambda image: int((image.squeeze() > 0.5).any(dim=0).sum())  # noqa: E731
+    widths = set()
+    for seed in range(8):
+        out = RandomAffine(aspect=2.0, generator=torch.Generator().manual_seed(seed))(bar)
+        assert abs(rows(out) - 16) <= 1
+        widths.add(cols(out))
+    assert min(widths) <= 3 and max(widths) >= 6
+
+
+def test_low_resolution_binarises_when_asked(digits):
+    x, _ = digits
+    out = LowResolution(low=8, high=8, binarize=1.0)(x)
+    small = torch.nn.functional.interpolate(out, size=(8, 8), mode="area")
+    assert not torch.allclose(out, x, atol=0.05)
+    # Scaled back up from a black-and-white 8x8 image: its 8x8 area averages are nearly 0 or 1.
+    assert float(((small > 0.1) & (small < 0.9)).float().mean()) < 0.35
+
+
 def test_bad_arguments_name_the_problem():
     with pytest.raises(ValueError, match="scale"):
         RandomAffine(scale=(1.2, 0.8))
     with pytest.raises(ValueError, match="sigma"):
         ElasticDistortion(sigma=0)
+    with pytest.raises(ValueError, match="aspect"):
+        RandomAffine(aspect=0.5)
+    with pytest.raises(ValueError, match="thinner"):
+        StrokeWidth(thinner=1.0)
+    with pytest.raises(ValueError, match="low"):
+        LowResolution(low=2)
+    with pytest.raises(ValueError, match="probability"):
+        RandomApply(StrokeWidth(), p=1.5)
 
 
 @pytest.mark.parametrize(
-    ("option", "expected"), [("none", type(None)), ("affine", RandomAffine), ("elastic", Compose)]
+    ("option", "expected"),
+    [
+        ("none", type(None)), ("affine", RandomAffine), ("elastic", Compose), ("stroke", StrokeWidth),
+        ("aspect", RandomAffine), ("lowres", RandomApply), ("robust", Compose),
+    ],
 )
 def test_config_group_builds_the_augmentation(option, expected, tmp_path):
     cfg = compose_config(tmp_path, [f"augment@data.augment={option}"])
