@@ -29,6 +29,11 @@ INK_LEVEL = 0.5  # a pixel is ink when it is at least half as bright as the brig
 MIN_PART = 0.1  # ink blobs under this share of the largest blob's mass are specks, not strokes
 MNIST_STROKE = 2.6  # median stroke width of MNIST test digits, in pixels of the 20 px box
 THIN_STROKE = 0.4  # strokes under this share of MNIST_STROKE (about 1 px in 20) are thickened to it
+MIN_SIDE = 8  # smaller images cannot hold a readable digit
+LIGHT_WINDOW = 0.25  # strokes are narrower than this share of the image side; lighting varies more slowly
+MIN_SOLID_SHARE = 0.1  # ink with under this share of its pixels inside solid strokes ...
+MAX_INK_SHARE = 0.2  # ... covering more of the image than this (MNIST: 0 of 10,000 digits) ...
+MAX_INK_PARTS = 20  # ... or in more separate parts than this (MNIST: at most 8) is noise, not strokes
 
 ImageSource = str | Path | bytes | bytearray | Image.Image
 
@@ -136,8 +141,14 @@ def _shrink(grey: np.ndarray) -> np.ndarray:
 def find_ink(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Grey levels -> (ink intensity in [0, 1] on a zero background, boolean stroke mask).
 
-    Raises NoDigitError when nothing stands out from the background.
+    Raises NoDigitError when nothing stands out from the background: a blank page, however unevenly
+    lit, an image too small to hold a digit, or noise and texture without strokes.
     """
+    if min(grey.shape) < MIN_SIDE:
+        raise NoDigitError(
+            f"no digit found: the image is {grey.shape[1]}x{grey.shape[0]} pixels, too small to hold a digit. "
+            f"Send an image at least {MIN_SIDE}x{MIN_SIDE} pixels (a few hundred a side is best)."
+        )
     # A 3x3 average (on images larger than MNIST's) only steers which way the ink goes and how
     # strong it is, so single noisy pixels cannot pass for ink; the pixels kept are unsmoothed.
     smooth = ndimage.uniform_filter(grey, size=3) if min(grey.shape) >= 2 * FIELD else grey
@@ -156,16 +167,49 @@ def find_ink(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             f"{contrast:.0%} of full scale, at least {MIN_CONTRAST:.0%} needed). Draw or photograph a "
             "digit with clear contrast."
         )
+    if _local_contrast(smooth) < MIN_CONTRAST:
+        raise NoDigitError(
+            "no digit found: the image holds no strokes, only light that changes across the page (a shadow, "
+            "vignetting or a gradient). Draw or photograph a digit with clear contrast."
+        )
     ink = np.clip((grey - background) / contrast, 0, 1)
-    strokes = _strokes(ink >= INK_LEVEL, ink)
+    mask = ink >= INK_LEVEL
+    labels, parts = ndimage.label(mask, structure=np.ones((3, 3)))
+    if _solid_share(mask) < MIN_SOLID_SHARE and (mask.mean() > MAX_INK_SHARE or parts > MAX_INK_PARTS):
+        raise NoDigitError(
+            f"no digit found: the ink is scattered specks ({parts} parts over {mask.mean():.0%} of the image), not "
+            "strokes: noise or texture. Photograph one digit on plain paper, or draw it on the pad."
+        )
+    strokes = _strokes(labels, parts, ink)
     # Keep the soft anti-aliased edge beside each stroke, drop everything else (background, specks).
     near_strokes = ndimage.binary_dilation(strokes, iterations=max(1, round(_extent(strokes) / DIGIT_BOX)))
     return ink * near_strokes, strokes
 
 
-def _strokes(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
-    """The ink mask without specks: 8-connected blobs with at least MIN_PART of the largest one's mass."""
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+def _local_contrast(light_ink: np.ndarray) -> float:
+    """How far the brightest ink stands out from the paper right around it (0..1).
+
+    The paper is a grey-level opening with a window wider than any stroke: it removes the strokes
+    and keeps the page's slowly varying light, so a blank page lit unevenly has no local contrast.
+    Computed on a copy at most 64 px a side whose pixels keep the brightest value of their block,
+    so that a thin pen line in a large photo keeps its full contrast.
+    """
+    factor = max(1, -(-max(light_ink.shape) // 64))
+    rows, cols = (light_ink.shape[0] // factor) * factor, (light_ink.shape[1] // factor) * factor
+    small = light_ink[:rows, :cols].reshape(rows // factor, factor, cols // factor, factor).max(axis=(1, 3))
+    window = max(3, round(LIGHT_WINDOW * max(small.shape)))
+    paper = ndimage.grey_opening(small, size=(window, window), mode="nearest")
+    return float((small - ndimage.uniform_filter(paper, size=window, mode="nearest")).max())
+
+
+def _solid_share(mask: np.ndarray) -> float:
+    """Share of the mask's pixels whose four neighbours are in the mask too: high for strokes, low for noise."""
+    return float(ndimage.binary_erosion(mask).sum()) / max(float(mask.sum()), 1.0)
+
+
+def _strokes(labels: np.ndarray, count: int, ink: np.ndarray) -> np.ndarray:
+    """The ink mask without specks: of its 8-connected blobs (`labels`, 1..count), those with at least
+    MIN_PART of the largest one's mass."""
     masses = ndimage.sum_labels(ink, labels, index=np.arange(1, count + 1))
     keep = np.flatnonzero(masses >= MIN_PART * masses.max()) + 1
     return np.isin(labels, keep)
