@@ -29,6 +29,7 @@ const ERROR_WORDS = {
   request_too_large: "This picture is too large. Try a smaller photo.",
   bad_request: "The server did not understand the page. Reload the page and try again.",
   unsupported_media_type: "The server did not understand the page. Reload the page and try again.",
+  request_timeout: "The picture took too long to arrive. Try again.",
   busy: "The server is busy. Trying again in a moment.",
   offline: "The server can't be reached. Is lenet-serve still running?",
 };
