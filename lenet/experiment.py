@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -62,11 +63,12 @@ def train(cfg: DictConfig, process_started: float | None = None) -> dict[str, An
     # The checkpoint callback that tracks a metric holds the best model (conf/callbacks/default.yaml).
     checkpointing = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor), trainer.checkpoint_callback)
     best = checkpointing.best_model_path or checkpointing.last_model_path
+    # The whole run's history, copied before trainer.test restores best.ckpt's (shorter) one into History.
+    history = list(next((cb.epochs for cb in callbacks if isinstance(cb, History)), []))
     trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
     if not trainer.is_global_zero:  # DDP: rank 0 alone writes the report
         return {}
 
-    history = next((cb.epochs for cb in callbacks if isinstance(cb, History)), [])
     facts = {
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
@@ -80,11 +82,13 @@ def train(cfg: DictConfig, process_started: float | None = None) -> dict[str, An
     tensorboard = logger.experiment if logger else None
     # The report is made from what trainer.test predicted: one source for the test metrics.
     evaluation = score(*model.test_outputs)
-    metrics = _report(
-        evaluation, datamodule, run_dir, history, facts, tensorboard, step=trainer.global_step, network=type(model.net).__name__
-    )
+    settings = recipe(model.hparams, datamodule.hparams, epochs=trainer.current_epoch, seed=cfg.seed)
+    metrics = _report(evaluation, datamodule, run_dir, history, facts, tensorboard, trainer.global_step, settings)
     if logger:
-        logger.log_hyperparams(_hparams(cfg), {k: metrics[k] for k in _headline_keys()})
+        test_loss = trainer.callback_metrics.get("test/loss")
+        results = {**metrics, "test/loss": float(test_loss) if test_loss is not None else None}
+        # Under their own names: logged as test/acc they would add a second point at step 0.
+        logger.log_hyperparams(settings, {f"hparams/{k.replace('/', '_')}": results[k] for k in HPARAM_METRICS if results.get(k) is not None})
         logger.finalize("success")
     return metrics
 
@@ -109,34 +113,57 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     }
     images, labels = datamodule.splits["test"]
     evaluation = evaluate(loaded, images, labels)
-    metrics = _report(evaluation, datamodule, run_dir, loaded.history, facts, tensorboard, network=type(loaded.net).__name__)
+    settings = recipe(loaded.model_hparams, loaded.data_hparams, epochs=len(loaded.history))
+    metrics = _report(evaluation, datamodule, run_dir, loaded.history, facts, tensorboard, 0, settings)
     if tensorboard is not None:
-        for key in _headline_keys():
+        for key in (f"test/{name}" for name in SUMMARY_METRICS):
             tensorboard.add_scalar(key, metrics[key])
         tensorboard.close()
     return metrics
 
 
-def _report(
-    evaluation: Evaluation, datamodule, run_dir, history, facts, tensorboard, step: int = 0, network: str | None = None
-) -> dict[str, Any]:
+def _report(evaluation: Evaluation, datamodule, run_dir, history, facts, tensorboard, step, settings) -> dict[str, Any]:
     images, _ = datamodule.splits["test"]
     return write_evaluation_report(
         evaluation, images, run_dir, history, facts, tensorboard,
-        title=f"{network or 'network'} on {datamodule.hparams.dataset} (official test set)", step=step,
+        title=f"{settings['network']} on {datamodule.hparams.dataset} (official test set)", step=step, recipe=settings,
     )
 
 
-def _headline_keys() -> list[str]:
-    return [f"test/{name}" for name in SUMMARY_METRICS]
+# What TensorBoard's HPARAMS tab shows for each run, beside the recipe: the objective a sweep
+# optimises (best_val_acc), the test results, the cost.
+HPARAM_METRICS = ("best_val_acc", "test/acc", "test/f1", "test/loss", "fit_seconds", "parameters")
 
 
-def _hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The knobs worth comparing runs by, for TensorBoard's HPARAMS tab."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    return {
-        "seed": container["seed"],
-        "model": container["model"],
-        "data": {k: v for k, v in container["data"].items() if k != "data_dir"},
-        "trainer": {k: container["trainer"].get(k) for k in ("max_epochs", "accelerator", "devices", "precision")},
+def recipe(model_hparams: Mapping[str, Any], data_hparams: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """The short flat description of how a model was trained, for report.md and TensorBoard's HPARAMS:
+    only what differs between runs (network, optimiser, lr, schedule, batch, augmentation, ...)."""
+    optimizer = model_hparams.get("optimizer") or {}
+    scheduler = model_hparams.get("scheduler") or {}
+    settings = {
+        "network": _class_name(model_hparams["net"]),
+        "optimizer": _class_name(optimizer) or "none",
+        "lr": optimizer.get("lr"),
+        "weight_decay": optimizer.get("weight_decay", 0.0),
+        "scheduler": _class_name(scheduler) or "none",
+        "batch_size": data_hparams.get("batch_size"),
+        "augmentation": _augmentation_name(data_hparams.get("augment")),
+        "label_smoothing": model_hparams.get("label_smoothing", 0.0),
+        **extra,
     }
+    return {key: value for key, value in settings.items() if value is not None}
+
+
+def _class_name(spec: Mapping[str, Any] | None) -> str:
+    return str(spec["_target_"]).rpartition(".")[2] if spec and spec.get("_target_") else ""
+
+
+def _augmentation_name(spec: Any) -> str:
+    """`Compose([RandomApply(StrokeWidth), RandomAffine])` -> "StrokeWidth + RandomAffine"."""
+    if not spec:
+        return "none"
+    if spec.get("_target_", "").endswith(".Compose"):
+        return " + ".join(_augmentation_name(part) for part in spec.get("transforms", []))
+    if spec.get("_target_", "").endswith(".RandomApply"):
+        return f"{_augmentation_name(spec.get('transform'))} (p={spec.get('p')})"
+    return _class_name(spec)

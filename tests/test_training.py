@@ -51,15 +51,75 @@ def test_training_writes_a_complete_run_directory(trained_run):
     assert metrics["test/acc"] > 0.97 and metrics["epochs"] == 1 and metrics["parameters"] == 44_426
     assert (trained_run / "checkpoints" / "best.ckpt").is_file() and (trained_run / "checkpoints" / "last.ckpt").is_file()
     report = (trained_run / "report.md").read_text()
-    assert f"acc {metrics['test/acc']:.4f}" in report
+    assert f"accuracy {metrics['test/acc']:.4f}" in report
     for name in ("learning_curves", "confusion_matrix", "per_class", "misclassified"):
         figure = trained_run / "figures" / f"{name}.png"
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 5_000
         assert f"figures/{name}.png" in report
     tags = event_tags(trained_run / "tensorboard")
     assert {"train/loss", "train/acc", "val/acc", "val/f1", "test/acc", "test/f1"} <= tags["scalars"]
+    assert not any("class_" in tag for tag in tags["scalars"])  # per-class results live in a text table
     assert {f"report/{n}" for n in ("confusion_matrix", "learning_curves", "per_class", "misclassified")} <= tags["images"]
     assert "_hparams_/session_start_info" in tags["hparams"]  # hparams, logged with the final metrics
+    assert "## Recipe" in report and "| network | LeNet5 |" in report and "| label_smoothing | 0.1 |" in report
+    assert "/tmp" not in report and "0.9915000200" not in report  # relative paths, no float noise
+
+
+def hparams_columns(log_dir: Path) -> tuple[dict, set[str]]:
+    """What TensorBoard's HPARAMS tab shows for a run: {hparam: value} and the metric names."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    hparams, metrics = {}, set()
+    for event_file in log_dir.glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(event_file)).Reload()
+        try:
+            content = accumulator.PluginTagToContent("hparams")
+        except KeyError:  # this event file holds no hparams
+            continue
+        for tag, raw in content.items():
+            data = plugin_data_pb2.HParamsPluginData.FromString(raw)
+            if tag.endswith("session_start_info"):
+                hparams.update({k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in data.session_start_info.hparams.items()})
+            if tag.endswith("experiment"):
+                metrics |= {info.name.tag for info in data.experiment.metric_infos}
+    return hparams, metrics
+
+
+def test_tensorboard_shows_the_recipe_one_final_test_point_and_a_per_step_learning_rate(trained_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    hparams, metrics = hparams_columns(trained_run / "tensorboard")
+    assert set(hparams) == {
+        "network", "optimizer", "lr", "weight_decay", "scheduler", "batch_size", "augmentation",
+        "label_smoothing", "epochs", "seed",
+    }  # what differs between runs, nothing constant such as data/_target_
+    assert hparams["network"] == "LeNet5" and hparams["augmentation"] == "none" and hparams["batch_size"] == 128
+    assert {"hparams/best_val_acc", "hparams/test_acc", "hparams/test_f1", "hparams/test_loss"} <= metrics
+    points = {}
+    for event_file in (trained_run / "tensorboard").glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(event_file)).Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            points.setdefault(tag, []).extend(accumulator.Scalars(tag))
+    assert len(points["test/acc"]) == 1  # one point, at the final step
+    learning_rates = [tag for tag in points if tag.startswith("lr-")]
+    assert learning_rates and len(points[learning_rates[0]]) >= 5  # one-cycle, seen step by step
+
+
+def test_report_shows_every_epoch_and_marks_the_best(tmp_path):
+    """The learning curves and the epoch table cover the whole run, not best.ckpt's shorter history."""
+    run(compose_config(tmp_path, [*TINY, "trainer.max_epochs=3", "+trainer.limit_val_batches=2"]))
+    report = (tmp_path / "report.md").read_text()
+    epoch_rows = [line for line in report.splitlines() if line.startswith("| 1") or line.startswith("| 2") or line.startswith("| 3")]
+    assert [row.split(" |")[0].split(" (")[0] for row in epoch_rows][:3] == ["| 1", "| 2", "| 3"]
+    assert sum("(best)" in row for row in epoch_rows) == 1
+    from lenet.report import learning_curves_figure
+
+    history = [{"epoch": e, "train/acc": 0.9 + e / 100, "val/acc": 0.99 - abs(e - 2) / 100} for e in (1, 2, 3)]
+    figure = learning_curves_figure(history, best=2)
+    accuracy = figure.axes[1]
+    assert [len(line.get_xdata()) for line in accuracy.get_lines()[:2]] == [3, 3]
+    assert accuracy.get_ylim()[1] == 1.0
 
 
 def test_report_metrics_equal_lightning_test_metrics(trained_run):
