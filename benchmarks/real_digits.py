@@ -1,14 +1,15 @@
 """Accuracy of checkpoints and ensembles on digits that are not MNIST's, read through the product's preprocessing.
 
-    python benchmarks/real_digits.py CKPT[,CKPT...] [CKPT ...] [--sets usps,pen,...] [--limit N]
-        [--seed 0] [--unsure-below 0.5] [--out benchmarks/results/real_digits.json] [--cache-dir DIR]
+    python benchmarks/real_digits.py [LABEL=]CKPT[,CKPT...] [...] [--sets usps,pen,...] [--limit N]
+        [--seed 0] [--unsure-below 0.5] [--out benchmarks/results/real_digits.json] [--cache-dir DIR] [--no-samples]
 
 Each positional argument is one model: a run directory or .ckpt file, or several joined by commas
-(an ensemble averaging their probabilities). The sets are lenet.realdigits's (default: all this
-machine can make); their prepared images are cached, so a second model costs seconds. Prints one
-row per model (accuracy per set, and on the official MNIST test set for reference), then per set
-the macro F1, refusals, "unsure" answers and top confusions; writes the JSON, a Markdown table
-beside it (.md) and a sheet of sample images (_samples.png).
+(an ensemble averaging their probabilities), named in the table by an optional `LABEL=` prefix.
+The sets are lenet.realdigits's (default: all this machine can make); their prepared images are
+cached, so another model costs seconds. Prints one row per model (accuracy per set, and on the
+official MNIST test set for reference), then per set the macro F1, refusals, "unsure" answers and
+top confusions; writes the JSON, a Markdown table beside it (.md) and a sheet of sample images
+(_samples.png, unless --no-samples).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -45,12 +47,13 @@ def cpu_model() -> str:
 
 
 def measure(spec: str, sets: dict, unsure_below: float) -> dict:
-    """One model (comma-joined checkpoints: an ensemble) on every set: scores, threshold sweep, timing."""
+    """One model ([LABEL=]comma-joined checkpoints: an ensemble) on every set: scores, threshold sweep, timing."""
+    label, _, paths = spec.rpartition("=")
     started = time.perf_counter()
-    model = realdigits.benchmark(load_ensemble(spec.split(",")), sets, unsure_below)
+    model = realdigits.benchmark(load_ensemble(paths.split(",")), sets, unsure_below)
     row = {
-        "model": spec,
-        "checkpoints": spec.split(","),
+        "model": label or paths,
+        "checkpoints": paths.split(","),
         "sets": {name: score.as_dict() for name, score in model.items()},
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -115,13 +118,14 @@ def sample_sheet(names: list[str], seed: int, data_dir: str, path: Path, per_set
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+", help="run directory or .ckpt; comma-joined paths form an ensemble")
+    parser.add_argument("models", nargs="+", help="[LABEL=]run directory or .ckpt; comma-joined paths form an ensemble")
     parser.add_argument("--sets", help=f"comma-separated, from {','.join(realdigits.SET_NAMES)} (default: all available)")
     parser.add_argument("--limit", type=int, help="first N images of each set (default: whole sets)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed of the synthetic sets")
     parser.add_argument("--unsure-below", type=float, default=UNSURE_BELOW, help="top probability under which an answer is unsure")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "real_digits.json")
     parser.add_argument("--cache-dir", type=Path, help=f"prepared sets (default: {realdigits.default_cache_dir()})")
+    parser.add_argument("--no-samples", action="store_true", help="skip the sheet of sample images (saves a few seconds)")
     parser.add_argument("--data-dir", default=default_data_dir(), help="MNIST and USPS folder (default: $LENET_DATA_DIR)")
     args = parser.parse_args(argv)
 
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print("\n".join(details(row)))
 
     report = {
-        "command": " ".join(["python", "benchmarks/real_digits.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "benchmarks/real_digits.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": cpu_model(),
         "seed": args.seed,
         "limit": args.limit,
@@ -174,9 +178,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         *(f"    {line}" for row in rows for line in details(row)),
     ]
     args.out.with_suffix(".md").write_text("\n".join(markdown) + "\n")
-    samples = args.out.with_name(args.out.stem + "_samples.png")
-    sample_sheet(names, args.seed, data_dir, samples)
-    print(f"\nwritten: {args.out}, {args.out.with_suffix('.md')}, {samples}")
+    written = [args.out, args.out.with_suffix(".md")]
+    if not args.no_samples:
+        written.append(args.out.with_name(args.out.stem + "_samples.png"))
+        sample_sheet(names, args.seed, data_dir, written[-1])
+    print(f"\nwritten: {', '.join(map(str, written))}")
     return rows
 
 

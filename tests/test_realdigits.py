@@ -158,7 +158,7 @@ def run_cli(args: list[str]) -> list[dict]:
 def test_benchmark_runs_end_to_end_on_a_trained_checkpoint(trained_run, tmp_path, capsys):
     out = tmp_path / "results" / "real_digits.json"
     args = ["--limit", "60", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--data-dir", str(data_dir())]
-    rows = run_cli([str(trained_run), f"{trained_run},{trained_run}", *args])
+    rows = run_cli([str(trained_run), f"pair={trained_run},{trained_run}", *args])
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
     names = [name for name in realdigits.SET_NAMES if realdigits.unavailable(name, data_dir()) is None]
@@ -172,7 +172,8 @@ def test_benchmark_runs_end_to_end_on_a_trained_checkpoint(trained_run, tmp_path
         assert 0 <= scores["unsure_rate"] <= 1 and len(scores["top_confusions"]) <= 5
         assert ensemble["sets"][name]["accuracy"] == scores["accuracy"]  # two copies of one model: the same answers
     assert 0 < single["threshold_for_max_unsure_usps"]["threshold"] < 1
-    assert rows[0]["model"] == str(trained_run) and "| model | usps |" in printed
+    assert rows[0]["model"] == str(trained_run) and rows[1]["model"] == "pair" and "| pair |" in printed
+    assert rows[1]["checkpoints"] == [str(trained_run)] * 2 and "| model | usps |" in printed
     assert out.with_suffix(".md").read_text().count("|") > 10
     assert Image.open(out.with_name("real_digits_samples.png")).size[0] > 500
 
