@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         },
         "models": rows,
     }
+    if "photo_font" in sets:  # the set depends on the fonts this machine has
+        report["sets"]["photo_font"]["fonts_used"] = [path.name for path in realdigits.handwriting_fonts()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=list) + "\n")
     markdown = [
