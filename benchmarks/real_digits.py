@@ -1,0 +1,192 @@
+"""Accuracy of checkpoints and ensembles on digits that are not MNIST's, read through the product's preprocessing.
+
+    python benchmarks/real_digits.py [LABEL=]CKPT[,CKPT...] [...] [--sets usps,pen,...] [--limit N]
+        [--seed 0] [--unsure-below 0.5] [--out benchmarks/results/real_digits.json] [--cache-dir DIR] [--no-samples]
+
+Each positional argument is one model: a run directory or .ckpt file, or several joined by commas
+(an ensemble averaging their probabilities), named in the table by an optional `LABEL=` prefix.
+The sets are lenet.realdigits's (default: all this machine can make); their prepared images are
+cached, so another model costs seconds. Prints one row per model (accuracy per set, and on the
+official MNIST test set for reference), then per set the macro F1, refusals, "unsure" answers and
+top confusions; writes the JSON, a Markdown table beside it (.md) and a sheet of sample images
+(_samples.png, unless --no-samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lenet import realdigits  # noqa: E402
+from lenet.evaluation import default_data_dir  # noqa: E402
+from lenet.inference import UNSURE_BELOW, load_ensemble  # noqa: E402
+from lenet.preprocess import ImageError, prepare_image  # noqa: E402
+
+MAX_UNSURE_USPS = 0.02  # issue 10: "unsure" on at most 2% of USPS digits
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return f"unknown CPU, {os.cpu_count()} cores"
+
+
+def measure(spec: str, sets: dict, unsure_below: float) -> dict:
+    """One model ([LABEL=]comma-joined checkpoints: an ensemble) on every set: scores, threshold sweep, timing."""
+    label, _, paths = spec.rpartition("=")
+    started = time.perf_counter()
+    model = realdigits.benchmark(load_ensemble(paths.split(",")), sets, unsure_below)
+    row = {
+        "model": label or paths,
+        "checkpoints": paths.split(","),
+        "sets": {name: score.as_dict() for name, score in model.items()},
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if "usps" in model:
+        row["threshold_for_max_unsure_usps"] = {
+            "max_unsure": MAX_UNSURE_USPS,
+            "threshold": realdigits.choose_threshold(model, "usps", MAX_UNSURE_USPS),
+        }
+    row["threshold_sweep"] = realdigits.sweep_thresholds(model, [round(t, 2) for t in np.arange(0.3, 1.0, 0.05)])
+    return row
+
+
+def table(rows: list[dict], names: list[str]) -> list[str]:
+    """Markdown table: one row per model, accuracy (%) per set."""
+    lines = ["| model | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for row in rows:
+        cells = [f"{100 * row['sets'][name]['accuracy']:.2f}" for name in names]
+        lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def details(row: dict) -> list[str]:
+    lines = [f"{row['model']}  ({row['seconds']} s)"]
+    for name, result in row["sets"].items():
+        confusions = ", ".join(f"{pair}: {n}" for pair, n in result["top_confusions"].items()) or "none"
+        lines.append(
+            f"  {name:<12} acc {100 * result['accuracy']:6.2f}%  F1 {100 * result['macro_f1']:6.2f}%  "
+            f"refused {100 * result['refused_rate']:4.1f}%  unsure(<{result['unsure_below']}) "
+            f"{100 * result['unsure_rate']:4.1f}%  answered acc {100 * result['answered_accuracy']:6.2f}%  [{confusions}]"
+        )
+    choice = row.get("threshold_for_max_unsure_usps")
+    if choice:
+        lines.append(f"  largest unsure threshold leaving <= {100 * choice['max_unsure']:.0f}% of USPS unsure: {choice['threshold']}")
+    return lines
+
+
+def sample_sheet(names: list[str], seed: int, data_dir: str, path: Path, per_set: int = 10) -> None:
+    """Per set, a row of user-like images and below it what prepare_image makes of them."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(2 * len(names), per_set, figsize=(1.3 * per_set, 2.7 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
+        digit_set = realdigits.make_set(name, limit=per_set, seed=seed, data_dir=data_dir)
+        for column, (image, label) in enumerate(zip(digit_set.images, digit_set.labels)):
+            picture = Image.fromarray(image) if isinstance(image, np.ndarray) else image
+            try:
+                prepared = prepare_image(picture)[0].numpy()
+            except ImageError:
+                prepared = np.zeros((28, 28))
+            top, bottom = axes[2 * row, column], axes[2 * row + 1, column]
+            top.imshow(picture, cmap="gray", vmin=0, vmax=255)
+            top.set_title(f"{name} {label}\n{picture.width}x{picture.height}" if column == 0 else f"{label}\n{picture.width}x{picture.height}", fontsize=7)
+            bottom.imshow(prepared, cmap="gray", vmin=0, vmax=1)
+            for axis in (top, bottom):
+                axis.set_xticks([])
+                axis.set_yticks([])
+        axes[2 * row + 1, 0].set_ylabel("prepared", fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="+", help="[LABEL=]run directory or .ckpt; comma-joined paths form an ensemble")
+    parser.add_argument("--sets", help=f"comma-separated, from {','.join(realdigits.SET_NAMES)} (default: all available)")
+    parser.add_argument("--limit", type=int, help="first N images of each set (default: whole sets)")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed of the synthetic sets")
+    parser.add_argument("--unsure-below", type=float, default=UNSURE_BELOW, help="top probability under which an answer is unsure")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "real_digits.json")
+    parser.add_argument("--cache-dir", type=Path, help=f"prepared sets (default: {realdigits.default_cache_dir()})")
+    parser.add_argument("--no-samples", action="store_true", help="skip the sheet of sample images (saves a few seconds)")
+    parser.add_argument("--data-dir", default=default_data_dir(), help="MNIST and USPS folder (default: $LENET_DATA_DIR)")
+    args = parser.parse_args(argv)
+
+    data_dir = args.data_dir
+    if args.sets:
+        names = args.sets.split(",")
+    else:
+        names = []
+        for name in realdigits.SET_NAMES:
+            reason = realdigits.unavailable(name, data_dir)
+            if reason:
+                print(f"skipping {name}: {reason}", file=sys.stderr)
+            else:
+                names.append(name)
+    started = time.perf_counter()
+    try:
+        sets = realdigits.load_sets(names, args.limit, args.seed, data_dir, args.cache_dir, log=lambda line: print(line, file=sys.stderr))
+    except (realdigits.SetUnavailable, ValueError) as error:
+        parser.error(str(error))
+    print(f"sets ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+    rows = [measure(spec, sets, args.unsure_below) for spec in args.models]
+    columns = [*names, realdigits.REFERENCE]
+    lines = table(rows, columns)
+    print("\naccuracy (%), through prepare_image; mnist = the official test set, unmodified\n")
+    print("\n".join(lines))
+    print()
+    for row in rows:
+        print("\n".join(details(row)))
+
+    report = {
+        "command": shlex.join(["python", "benchmarks/real_digits.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": cpu_model(),
+        "seed": args.seed,
+        "limit": args.limit,
+        "unsure_below": args.unsure_below,
+        "sets": {
+            name: {"count": len(prepared), "refused": int(prepared.refused.sum()), "params": realdigits.SET_PARAMS.get(name)}
+            for name, prepared in sets.items()
+        },
+        "models": rows,
+    }
+    if "photo_font" in sets:  # the set depends on the fonts this machine has
+        report["sets"]["photo_font"]["fonts_used"] = [path.name for path in realdigits.handwriting_fonts()]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=list) + "\n")
+    markdown = [
+        f"Real-digits benchmark (`{report['command']}`, {report['machine']}): accuracy (%) through `prepare_image`.",
+        "",
+        *lines,
+        "",
+        *(f"    {line}" for row in rows for line in details(row)),
+    ]
+    args.out.with_suffix(".md").write_text("\n".join(markdown) + "\n")
+    written = [args.out, args.out.with_suffix(".md")]
+    if not args.no_samples:
+        written.append(args.out.with_name(args.out.stem + "_samples.png"))
+        sample_sheet(names, args.seed, data_dir, written[-1])
+    print(f"\nwritten: {', '.join(map(str, written))}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
