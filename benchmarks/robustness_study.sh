@@ -12,7 +12,7 @@ seeds=${*:-1}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 declare -A variants=(
-  [plain]="augment@data.augment=none"
+  [plain]="augment=none"
   [affine_only]="data.augment.transforms.0.p=0 data.augment.transforms.1.p=0 data.augment.transforms.2.p=0 data.augment.transforms.3.aspect=1"
   [robust]=""
   [no_stroke]="data.augment.transforms.0.p=0"

@@ -213,6 +213,9 @@ class MNISTDataModule(L.LightningDataModule):
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"data.dataset={dataset!r} is unknown; choose one of {sorted(DATASETS)}")
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("val_size", val_size)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"data.{name}={value!r} must be a whole number, e.g. data.{name}=128")
         if not 0 < val_size < SPLITS["train"][2]:
             raise ValueError(f"data.val_size={val_size} must be between 1 and 59,999")
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):

@@ -41,8 +41,11 @@ class Classifier(L.LightningModule):
         num_classes: int = 10,
     ) -> None:
         super().__init__()
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"model.label_smoothing={label_smoothing} must be in [0, 1)")
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"model.label_smoothing={label_smoothing!r} must be a number in [0, 1), e.g. 0.1")
+        lr = (optimizer or {}).get("lr")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
+            raise ValueError(f"model.optimizer.lr={lr!r} must be a positive number, e.g. model.optimizer.lr=0.05")
         self.save_hyperparameters(
             {
                 "net": to_plain(net),

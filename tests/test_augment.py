@@ -162,7 +162,7 @@ def test_bad_arguments_name_the_problem():
     ],
 )
 def test_config_group_builds_the_augmentation(option, expected, tmp_path):
-    cfg = compose_config(tmp_path, [f"augment@data.augment={option}"])
+    cfg = compose_config(tmp_path, [f"augment={option}"])
     datamodule = instantiate(cfg.data, _recursive_=False)
     assert isinstance(datamodule.augment, expected)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from hydra.utils import instantiate
 
 from conftest import CONFIG_DIR, compose_config
@@ -56,21 +57,26 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize("group", ["data", "augment", "model", "optimizer", "scheduler", "trainer", "experiment", "logger", "callbacks"])
 def test_every_config_option_composes_and_instantiates(group, tmp_path):
     assert options(group), f"conf/{group}/ has no options"
-    prefix = {
-        "optimizer": "optimizer@model.optimizer",
-        "scheduler": "scheduler@model.scheduler",
-        "augment": "augment@data.augment",
-    }.get(group, group)
     for option in options(group):
-        cfg = compose_config(tmp_path, [f"{prefix}={option}"])
+        cfg = compose_config(tmp_path, [f"{group}={option}"])  # the short form works for every group
+        chosen = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml")) or {}
         model = instantiate(cfg.model, _recursive_=False)
         assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
         datamodule = instantiate(cfg.data, _recursive_=False)
-        assert datamodule.hparams.batch_size >= 1
-        if group == "logger":
-            assert instantiate(cfg.logger) is not None
-        if group == "callbacks":
-            assert all(instantiate(spec) is not None for spec in cfg.callbacks.values())
+        target = lambda spec: (spec or {}).get("_target_", "").rpartition(".")[2] or None  # noqa: E731
+        if group == "optimizer":
+            assert cfg.model.optimizer._target_ == chosen["_target_"]
+        elif group == "scheduler":
+            assert target(OmegaConf.to_container(cfg.model.scheduler) if cfg.model.scheduler else None) == target(chosen)
+        elif group == "augment":
+            assert (type(datamodule.augment).__name__ if datamodule.augment is not None else None) == target(chosen)
+        elif group == "logger":
+            assert type(instantiate(cfg.logger)).__name__ == target(chosen)
+        elif group == "callbacks":
+            assert sorted(type(instantiate(spec)).__name__ for spec in cfg.callbacks.values()) == sorted(
+                target(spec) for spec in chosen.values()
+            )
+
 
 
 def test_user_original_experiment_is_the_users_recipe(tmp_path):
