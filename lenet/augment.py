@@ -192,6 +192,45 @@ class LowResolution:
         return f"LowResolution(low={self.low}, high={self.high}, binarize={self.binarize})"
 
 
+class FillBox:
+    """Each digit stretched to fill its box, aspect ratio not kept, as scanned forms were normalised
+    (USPS, NIST-style form scans): a 1 becomes a wide bar, a wide 2 a tall one.
+
+    The ink's bounding box (pixels above `level`) is mapped onto the centred `box`-pixel square by one
+    batched affine resampling. Prepared user images put the longer side at 20 px, so box=20 matches them.
+    """
+
+    def __init__(self, box: int = 20, level: float = 0.3) -> None:
+        if not 4 <= box <= 28 or not 0 < level < 1:
+            raise ValueError(f"FillBox(box={box}, level={level}): need 4 <= box <= 28 and 0 < level < 1")
+        self.box, self.level = box, level
+
+    def __call__(self, x: Tensor) -> Tensor:
+        batch, _, height, width = x.shape
+        ink = x[:, 0] > self.level  # (B, H, W)
+        rows, cols = ink.any(dim=2), ink.any(dim=1)  # (B, H), (B, W)
+        positions = torch.arange(height, device=x.device, dtype=x.dtype)
+        top = torch.where(rows, positions, height).amin(1)
+        bottom = torch.where(rows, positions, -1).amax(1) + 1
+        left = torch.where(cols, positions[:width], width).amin(1)
+        right = torch.where(cols, positions[:width], -1).amax(1) + 1
+        empty = bottom <= top
+        # Normalised frame [-1, 1]: the output box spans +-box/side, the input box its ink's extent.
+        half_out = self.box / width
+        centre_x = (left + right) / width - 1
+        centre_y = (top + bottom) / height - 1
+        scale_x = ((right - left).clamp(min=1) / width) / half_out
+        scale_y = ((bottom - top).clamp(min=1) / height) / half_out
+        theta = torch.zeros(batch, 2, 3, device=x.device, dtype=x.dtype)
+        theta[:, 0, 0], theta[:, 0, 2] = scale_x, centre_x
+        theta[:, 1, 1], theta[:, 1, 2] = scale_y, centre_y
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return torch.where(empty.view(-1, 1, 1, 1), x, _sample(x, grid))
+
+    def __repr__(self) -> str:
+        return f"FillBox(box={self.box}, level={self.level})"
+
+
 class RandomApply:
     """Apply `transform` to a random share `p` of the batch's images, leave the others as they are."""
 

@@ -26,6 +26,7 @@ AUGMENTATIONS = frozenset(
         "lenet.augment.StrokeWidth",
         "lenet.augment.LowResolution",
         "lenet.augment.RandomApply",
+        "lenet.augment.FillBox",
     }
 )
 OPTIMIZERS = frozenset({"torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW", "torch.optim.RMSprop"})

@@ -8,7 +8,7 @@ import torch
 from conftest import compose_config
 from hydra.utils import instantiate
 
-from lenet.augment import Compose, ElasticDistortion, LowResolution, RandomAffine, RandomApply, StrokeWidth
+from lenet.augment import Compose, ElasticDistortion, FillBox, LowResolution, RandomAffine, RandomApply, StrokeWidth
 from lenet.inference import load_model
 
 AUGMENTATIONS = {
@@ -130,6 +130,16 @@ def test_aspect_changes_width_not_height():
     assert min(widths) <= 3 and max(widths) >= 6
 
 
+def test_fill_box_stretches_the_ink_to_the_centred_box():
+    bar = torch.zeros(2, 1, 28, 28)
+    bar[0, 0, 4:24, 12:15] = 1  # a 1: 20 px high, 3 px wide, off centre
+    out = FillBox(box=20)(bar)
+    ink = out[0, 0] > 0.3
+    rows, cols = ink.any(dim=1).nonzero().flatten(), ink.any(dim=0).nonzero().flatten()
+    assert (int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])) == pytest.approx((4, 23, 4, 23), abs=1)
+    assert torch.equal(out[1], bar[1])  # an empty image stays empty
+
+
 def test_low_resolution_binarises_when_asked(digits):
     x, _ = digits
     out = LowResolution(low=8, high=8, binarize=1.0)(x)
@@ -158,7 +168,7 @@ def test_bad_arguments_name_the_problem():
     ("option", "expected"),
     [
         ("none", type(None)), ("affine", RandomAffine), ("elastic", Compose), ("stroke", StrokeWidth),
-        ("aspect", RandomAffine), ("lowres", RandomApply), ("robust", Compose),
+        ("aspect", RandomAffine), ("lowres", RandomApply), ("fill_box", RandomApply), ("robust", Compose),
     ],
 )
 def test_config_group_builds_the_augmentation(option, expected, tmp_path):
