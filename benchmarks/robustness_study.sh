@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Train the augmentation ablation behind `experiment=robust` (issue 10): each family of
 # conf/augment/robust.yaml switched off in turn, plus plain and affine-only, same budget each.
-# Runs land in outputs/robustness/<name>_s<seed>/ (skipped when already finished); score them with
+# Runs land in outputs/robustness/<name>_e<epochs>_s<seed>/ (skipped when already finished); score them with
 #   python benchmarks/real_digits.py outputs/robustness/*_s1
-# Usage: bash benchmarks/robustness_study.sh [EPOCHS] [SEED ...]   (defaults: 10 epochs, seed 1)
+# Usage: [VARIANTS="robust plain ..."] bash benchmarks/robustness_study.sh [EPOCHS] [SEED ...]
+# (defaults: every variant, 10 epochs, seed 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 epochs=${1:-10}; shift || true
@@ -12,17 +13,17 @@ seeds=${*:-1}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 declare -A variants=(
-  [plain]="augment=none"
-  [affine_only]="data.augment.transforms.0.p=0 data.augment.transforms.1.p=0 data.augment.transforms.2.p=0 data.augment.transforms.3.aspect=1"
   [robust]=""
+  [plain]="augment=none"
+  [affine_only]="data.augment.transforms.0.p=0 data.augment.transforms.1.p=0 data.augment.transforms.2.p=0"
   [no_stroke]="data.augment.transforms.0.p=0"
-  [no_lowres]="data.augment.transforms.1.p=0"
-  [no_elastic]="data.augment.transforms.2.p=0"
-  [no_aspect]="data.augment.transforms.3.aspect=1"
+  [no_fill_box]="data.augment.transforms.1.p=0"
+  [no_lowres]="data.augment.transforms.2.p=0"
+  [fill_affine]="data.augment.transforms.0.p=0 data.augment.transforms.2.p=0"
 )
 for seed in $seeds; do
-  for name in robust plain affine_only no_stroke no_lowres no_elastic no_aspect; do
-    dir="outputs/robustness/${name}_s${seed}"
+  for name in ${VARIANTS:-robust plain affine_only no_stroke no_fill_box no_lowres fill_affine}; do
+    dir="outputs/robustness/${name}_e${epochs}_s${seed}"
     [ -f "$dir/metrics.json" ] && continue
     echo "== $(date +%T) $name seed $seed"
     # shellcheck disable=SC2086
