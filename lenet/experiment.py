@@ -6,7 +6,10 @@ evaluate an existing checkpoint, writing everything into the run directory.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
@@ -27,6 +30,34 @@ from lenet.report import write_evaluation_report
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the key and the fix."""
+
+
+@contextmanager
+def one_line_errors(program: str = "train.py"):
+    """Turn the user's mistakes (bad values, missing or corrupt files, refused checkpoints) into one
+    line on stderr and exit status 2; HYDRA_FULL_ERROR=1 shows the traceback instead."""
+    from hydra.errors import InstantiationException
+
+    try:
+        yield
+    except (ValueError, TypeError, OSError, RuntimeError, InstantiationException) as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or not _is_user_error(error):
+            raise
+        cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
+        message = " ".join(str(cause).split())  # one line, whatever the library's layout
+        print(f"{program}: error: {message} (HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _is_user_error(error: BaseException) -> bool:
+    """Errors this project raises for bad input, and the ones the libraries raise for bad config values."""
+    from hydra.errors import InstantiationException
+
+    from lenet.data import DataError
+
+    if isinstance(error, InstantiationException):
+        return error.__cause__ is None or _is_user_error(error.__cause__)
+    return isinstance(error, (ValueError, TypeError, FileNotFoundError, DataError))
 
 
 def run(cfg: DictConfig, process_started: float | None = None) -> dict[str, Any]:
