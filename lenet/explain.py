@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lenet.data import DataError, files_present
+from lenet.datafiles import DataError, files_present
 from lenet.datasets import normalize
 from lenet.evaluation import default_data_dir, evaluate, test_split
 from lenet.inference import LoadedModel, load_model, read_checkpoint

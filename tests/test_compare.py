@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 
 import pytest
-from conftest import data_dir
+from helpers import data_dir
 
 from lenet.compare import main
 

@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 from hydra.utils import instantiate
 
-from conftest import CONFIG_DIR, compose_config
+from helpers import CONFIG_DIR, compose_config
 from lenet.metrics import confusion_matrix, evaluate_predictions
 from lenet.models import LeNet5, count_parameters, layer_output_shapes
 

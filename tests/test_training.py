@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, compose_config, data_dir
+from helpers import REPO, compose_config, data_dir
 from lenet.experiment import ConfigError, run
 from lenet.inference import CheckpointError
 
