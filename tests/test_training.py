@@ -179,7 +179,6 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     assert not (run_dir / "metrics.json").exists(), "the run finished before it could be interrupted"
     interrupted_epoch = torch.load(last, weights_only=True)["epoch"]
     assert interrupted_epoch < 2
-    torch.load(last, weights_only=True)  # whole: checkpoints are renamed into place, never half-written
 
     resumed_dir = tmp_path / "resumed"
     result = train_subprocess([*args[:-1], f"hydra.run.dir={resumed_dir}", f"ckpt_path={last}"])
@@ -188,6 +187,56 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     assert metrics["epochs"] == 3
     history = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["History"]["epochs"]
     assert [row["epoch"] for row in history] == [1, 2, 3]  # curves carry over the interruption
+
+
+# Saves a first checkpoint, then dies by SIGKILL halfway through writing a second one: through
+# Lightning's TorchCheckpointIO (argv[2] == "lightning") or, as a control, a plain write in place.
+SAVE_AND_DIE = """
+import io, os, signal, sys
+import torch
+from fsspec.implementations.local import LocalFileOpener
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+path, how = sys.argv[1], sys.argv[2]
+checkpoint_io = TorchCheckpointIO()
+checkpoint_io.save_checkpoint({"epoch": 1, "weights": torch.zeros(200_000)}, path)
+second = {"epoch": 2, "weights": torch.ones(200_000)}
+write = LocalFileOpener.write
+
+def half_then_die(file, data):
+    write(file, data[: len(data) // 2])
+    file.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if how == "lightning":
+    LocalFileOpener.write = half_then_die  # the file object fsspec gives Lightning's _atomic_save
+    checkpoint_io.save_checkpoint(second, path)
+else:
+    buffer = io.BytesIO()
+    torch.save(second, buffer)
+    with open(path, "wb") as f:
+        f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("how", ["lightning", "plain write"])
+def test_a_kill_mid_save_leaves_the_previous_checkpoint(tmp_path, how):
+    """Lightning writes checkpoints through an fsspec transaction (a temporary file moved into place),
+    so a process killed halfway through a save leaves the previous checkpoint loadable; the control
+    shows the same kill ruins a checkpoint written in place."""
+    path, scratch = tmp_path / "last.ckpt", tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}  # where fsspec's temporary file goes
+    result = subprocess.run([sys.executable, "-c", SAVE_AND_DIE, str(path), how], env=env, capture_output=True, text=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    if how == "lightning":
+        assert torch.load(path, weights_only=True)["epoch"] == 1
+        assert [f.stat().st_size > 0 for f in scratch.iterdir()] == [True]  # the kill came mid-write
+    else:
+        with pytest.raises(RuntimeError):
+            torch.load(path, weights_only=True)
 
 
 @pytest.mark.slow
