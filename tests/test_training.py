@@ -113,13 +113,29 @@ def test_report_shows_every_epoch_and_marks_the_best(tmp_path):
     epoch_rows = [line for line in report.splitlines() if line.startswith("| 1") or line.startswith("| 2") or line.startswith("| 3")]
     assert [row.split(" |")[0].split(" (")[0] for row in epoch_rows][:3] == ["| 1", "| 2", "| 3"]
     assert sum("(best)" in row for row in epoch_rows) == 1
-    from lenet.report import learning_curves_figure
+    from lenet.plots import learning_curves_figure
 
     history = [{"epoch": e, "train/acc": 0.9 + e / 100, "val/acc": 0.99 - abs(e - 2) / 100} for e in (1, 2, 3)]
     figure = learning_curves_figure(history, best=2)
     accuracy = figure.axes[1]
     assert [len(line.get_xdata()) for line in accuracy.get_lines()[:2]] == [3, 3]
     assert accuracy.get_ylim()[1] == 1.0
+
+
+def test_an_epoch_cut_short_by_max_steps_keeps_its_train_metrics(tmp_path):
+    """max_steps ends the second epoch after 10 of its 20 batches: its history row (saved in
+    last.ckpt, drawn in the report) still has the train metrics of the batches it ran."""
+    run(compose_config(tmp_path, [*TINY, "trainer.max_epochs=2", "++trainer.max_steps=30", "+trainer.limit_val_batches=2"]))
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 30
+    history = checkpoint["callbacks"]["History"]["epochs"]
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert all(0.0 < row["train/acc"] <= 1.0 and row["train/loss"] > 0 for row in history)
+    assert history[1]["train/loss"] != history[0]["train/loss"]  # its own value, not epoch 1's left over
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logged = [EventAccumulator(str(f)).Reload() for f in (tmp_path / "tensorboard").glob("events.out.tfevents.*")]
+    assert sum(len(a.Scalars("train/acc")) for a in logged if "train/acc" in a.Tags()["scalars"]) == 2  # one point per epoch
 
 
 def test_report_metrics_equal_lightning_test_metrics(trained_run):
