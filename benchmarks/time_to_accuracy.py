@@ -35,11 +35,12 @@ sys.path.insert(0, str(REPO))
 
 from lenet.config import load_config  # noqa: E402
 from lenet.data import BatchIndices, MNISTDataModule, normalize  # noqa: E402
+from lenet.evaluation import default_data_dir, test_split  # noqa: E402
 from lenet.experiment import run  # noqa: E402
 from lenet.module import RUN_LENGTH_ARGUMENTS  # noqa: E402
 
 TARGET = 0.99
-DATA_DIR = os.environ.get("LENET_DATA_DIR", str(REPO.parent / "shared" / "data"))
+DATA_DIR = default_data_dir()
 
 
 def compose(overrides: list[str], run_dir: Path):
@@ -53,9 +54,7 @@ class TestSetProbe:
         self.started = started
         self.probe_seconds = 0.0
         self.epochs: list[tuple[float, float]] = []  # (fit seconds so far, test accuracy)
-        dm = MNISTDataModule(data_dir=DATA_DIR, download=False)
-        dm.setup()
-        images, self.labels = dm.splits["test"]
+        images, self.labels = test_split("mnist", DATA_DIR)
         self.inputs = normalize(images)
 
     @torch.no_grad()

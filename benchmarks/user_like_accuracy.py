@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lenet.data import load_split
+from lenet.evaluation import default_data_dir, test_split
 from lenet.inference import load_model
 from lenet.metrics import evaluate_predictions
 from lenet.preprocess import prepare_image
@@ -52,14 +51,14 @@ def user_like_bytes(digit: np.ndarray, rng: np.random.Generator, file_format: st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="run directory or .ckpt file")
-    parser.add_argument("--data-dir", default=os.environ.get("LENET_DATA_DIR", "data"))
+    parser.add_argument("--data-dir", default=default_data_dir())
     parser.add_argument("--limit", type=int, default=10_000, help="first N test images (default: all 10,000)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     torch.set_grad_enabled(False)
     model = load_model(args.checkpoint)
-    images, labels = load_split(args.data_dir, "mnist", "test")
+    images, labels = test_split("mnist", args.data_dir)
     images, labels = images[: args.limit], labels[: args.limit]
     plain = evaluate_predictions(model.predict_probs(images), labels)["test/acc"]
 

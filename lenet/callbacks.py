@@ -7,7 +7,7 @@ from typing import Any
 
 import lightning as L
 
-HISTORY_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/f1")
+from lenet.metrics import HISTORY_KEYS
 
 
 class History(L.Callback):

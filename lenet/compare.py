@@ -1,119 +1,161 @@
-"""One comparison of every model: networks, an ensemble and scikit-learn baselines, one table.
+"""One comparison of every model: networks, their seed ensembles and scikit-learn baselines, one table.
 
-    lenet-compare --out benchmarks/results                           # the full comparison
-    lenet-compare --epochs 1 --train-batches 5 --baseline-train-size 1000 --out /tmp/cmp   # a smoke run
+    python train.py -m experiment=cnn_augmented,lenet5_classic seed=1,2,3 hydra.sweep.dir=multirun/cmp
+    lenet-compare --from-sweep multirun/cmp --out benchmarks/results    # the sweep's jobs + ensembles + baselines
+    lenet-compare --out benchmarks/results                              # or train the presets below here
 
-Networks train through `lenet.experiment.run` from the presets in conf/experiment/ (same Hydra
-configs as `python train.py experiment=...`), each in its own run directory; the ensemble averages
-the probabilities of the CNN runs; baselines use the same split. All are scored by
-lenet.metrics.evaluate_predictions on the official test set. Writes comparison.md, comparison.csv
-and comparison.png into --out.
+Networks are what a Hydra multirun wrote (each job's metrics.json, .hydra/overrides.yaml and
+checkpoints/best.ckpt), or the presets of NETWORKS trained through `lenet.experiment.run` into
+--runs-dir. Jobs that differ only in `seed` form an ensemble (mean probabilities, scored by
+lenet.evaluation); baselines use the same split. Writes comparison.md, comparison.csv and
+comparison.png into --out.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from lenet.config import load_config
 from lenet.evaluation import default_data_dir, test_split
-from lenet.report import pyplot
+from lenet.metrics import METRIC_LABELS, SUMMARY_METRICS
+from lenet.plots import comparison_figure, save
 
-# The networks: row name -> (experiment preset, extra overrides). The CNN is trained once per seed;
-# the first seed is its single-model row and all of them form the ensemble.
+# The networks trained without --from-sweep: row name -> (experiment preset, extra overrides).
+# The CNN is trained once per seed; the first seed is its single-model row and all form the ensemble.
 NETWORKS: dict[str, tuple[str, list[str]]] = {
     "lenet5 + augmentation": ("lenet5_augmented", []),
     "lenet5_classic (1998)": ("lenet5_classic", []),
 }
 CNN_PRESET = "cnn_augmented"
 BASELINE_NAMES = ("linear_svm", "svm_rbf", "random_forest", "knn")
-COLUMNS = (
-    "model", "kind", "test/acc", "test/precision", "test/recall", "test/f1",
-    "parameters", "fit_seconds", "inference_images_per_second", "recipe",
-)
+METRIC_COLUMNS = tuple(f"test/{name}" for name in SUMMARY_METRICS)
+COLUMNS = ("model", "kind", *METRIC_COLUMNS, "parameters", "fit_seconds", "inference_images_per_second", "recipe")
 
 
-def compose(preset: str, run_dir: Path, data_dir: str, overrides: Sequence[str]):
-    """The real conf/train.yaml with a preset and overrides, as `python train.py` would compose it."""
-    return load_config([f"experiment={preset}", f"data.data_dir={data_dir}", *overrides], run_dir=run_dir)
-
-
-def images_per_second(loaded, images) -> float:
+def images_per_second(loaded, images: Tensor) -> float:
     started = time.perf_counter()
     loaded.predict_probs(images)
     return round(len(images) / (time.perf_counter() - started), 1)
 
 
-def train_network(name: str, preset: str, overrides: list[str], run_dir: Path, data_dir: str, test_images) -> dict[str, Any]:
-    """Train one network like `python train.py experiment=PRESET OVERRIDES` and add its inference speed."""
-    from lenet.experiment import run
+# ----------------------------------------------------------------------------- rows
+
+
+def network_row(run_dir: Path, name: str, recipe: str, test_images: Tensor) -> dict[str, Any]:
+    """A finished run's row: its metrics.json (what trainer.test scored), plus its inference speed."""
     from lenet.inference import load_model
 
-    print(f"[lenet-compare] training {name}: experiment={preset} {' '.join(overrides)} -> {run_dir}", flush=True)
-    # No progress bar: a comparison runs for many minutes, usually into a log file.
-    metrics = run(compose(preset, run_dir, data_dir, [*overrides, "++trainer.enable_progress_bar=false"]))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    speed = images_per_second(load_model(run_dir), test_images)
+    return {**metrics, "model": name, "kind": "network", "inference_images_per_second": speed, "recipe": recipe, "run_dir": str(run_dir)}
+
+
+def ensemble_row(members: list[dict[str, Any]], name: str, test_images: Tensor, test_labels: Tensor) -> dict[str, Any]:
+    """The members' mean probabilities, scored on the test set; its fit time is the members' sum."""
+    from lenet.ensemble import evaluate_ensemble
+    from lenet.inference import load_ensemble
+
     return {
-        **metrics,
+        **evaluate_ensemble(load_ensemble([row["run_dir"] for row in members]), test_images, test_labels),
         "model": name,
-        "kind": "network",
-        "inference_images_per_second": images_per_second(load_model(run_dir), test_images),
-        "recipe": " ".join([f"experiment={preset}", *overrides]),
-        "run_dir": str(run_dir),
+        "kind": "ensemble",
+        "fit_seconds": round(sum(row["fit_seconds"] for row in members), 2),
+        "recipe": f"mean probabilities of the {len(members)} runs above: " + "; ".join(row["recipe"] for row in members),
     }
+
+
+def sweep_rows(sweep_dir: Path, test_images: Tensor, test_labels: Tensor) -> Iterator[dict[str, Any]]:
+    """Every finished job of a Hydra multirun, then one ensemble per group of jobs that differ only in seed."""
+    from lenet.sweep import collect  # the sweep summary's own reading of job folders
+
+    jobs = [job for job in collect(sweep_dir) if job["status"] == "ok"]
+    if not jobs:
+        raise ValueError(
+            f"{sweep_dir} holds no finished job (a folder with .hydra/ and metrics.json): run `python train.py -m ...` first"
+        )
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for job in jobs:
+        row = network_row(sweep_dir / job["job"], job["overrides"] or f"job {job['job']}", job["overrides"], test_images)
+        yield row
+        recipe = [item for item in job["overrides"].split() if not item.startswith("seed=")]
+        groups.setdefault(" ".join(recipe), []).append(row)
+    for recipe, members in groups.items():
+        if len(members) > 1:
+            seeds = ", ".join(item[5:] for row in members for item in row["recipe"].split() if item.startswith("seed="))
+            yield ensemble_row(members, f"{recipe or 'defaults'}: ensemble of {len(members)} (seeds {seeds})", test_images, test_labels)
+
+
+def trained_rows(
+    runs_dir: Path,
+    data_dir: str,
+    overrides: Sequence[str],
+    seeds: Sequence[int],
+    wanted: Callable[[str], bool],
+    test_images: Tensor,
+    test_labels: Tensor,
+) -> Iterator[dict[str, Any]]:
+    """Train each preset like `python train.py experiment=PRESET OVERRIDES`; the CNN once per seed, then their ensemble."""
+    from lenet.experiment import run
+
+    def train(name: str, preset: str, extra: list[str], run_dir: Path) -> dict[str, Any]:
+        recipe = [f"experiment={preset}", *extra]
+        print(f"[lenet-compare] training {name}: {' '.join(recipe)} -> {run_dir}", flush=True)
+        # No progress bar: a comparison runs for many minutes, usually into a log file.
+        run(load_config([*recipe, f"data.data_dir={data_dir}", "++trainer.enable_progress_bar=false"], run_dir=run_dir))
+        return network_row(run_dir, name, " ".join(recipe), test_images)
+
+    for name, (preset, extra) in NETWORKS.items():
+        if wanted(name):
+            yield train(name, preset, [*extra, *overrides], runs_dir / preset)
+    if wanted("cnn"):
+        cnn_rows = []
+        for seed in seeds:
+            cnn_rows.append(train(f"cnn (seed {seed})", CNN_PRESET, [f"seed={seed}", *overrides], runs_dir / f"{CNN_PRESET}_seed{seed}"))
+            yield cnn_rows[-1]
+        if len(cnn_rows) > 1:
+            yield ensemble_row(cnn_rows, f"cnn ensemble of {len(cnn_rows)} (seeds {', '.join(map(str, seeds))})", test_images, test_labels)
 
 
 def run_comparison(
     out: Path,
     data_dir: str,
+    sweep_dir: Path | None = None,
     runs_dir: Path | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
+    overrides: Sequence[str] = (),
     ensemble_seeds: Sequence[int] = (1, 2, 3),
     baseline_train_size: int | None = None,
     only: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train/fit every model, write comparison.{md,csv,png} into `out`; returns the rows."""
+    """The networks (from a sweep, or trained here), their ensembles and the baselines; writes
+    comparison.{md,csv,png} into `out` after every model, so a long run keeps what it finished."""
     from lenet.baselines import fit_and_evaluate, load_data
-    from lenet.ensemble import evaluate_ensemble
-    from lenet.inference import load_ensemble
 
     out.mkdir(parents=True, exist_ok=True)
-    runs_dir = runs_dir or Path("outputs") / "compare" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     test_images, test_labels = test_split("mnist", data_dir)
     wanted = (lambda name: only is None or any(part in name for part in only))
+    if sweep_dir is not None:
+        source = f"Networks: the finished jobs of the Hydra multirun `{sweep_dir}` (their overrides are the recipe)."
+        networks = sweep_rows(sweep_dir, test_images, test_labels)
+    else:
+        source = f"Overrides for every network: `{' '.join(overrides) or 'none'}`."
+        runs_dir = runs_dir or Path("outputs") / "compare" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        networks = trained_rows(runs_dir, data_dir, overrides, ensemble_seeds, wanted, test_images, test_labels)
     rows: list[dict[str, Any]] = []
-
-    def add(row: dict[str, Any]) -> None:
+    for row in networks:
         rows.append(row)
-        write_outputs(rows, out, overrides, baseline_train_size)  # after every model: a long run keeps what it finished
-
-    for name, (preset, extra) in NETWORKS.items():
-        if wanted(name):
-            add(train_network(name, preset, [*extra, *overrides], runs_dir / preset, data_dir, test_images))
-
-    if wanted("cnn"):
-        cnn_rows = []
-        for seed in ensemble_seeds:
-            run_dir = runs_dir / f"{CNN_PRESET}_seed{seed}"
-            cnn_rows.append(train_network(f"cnn (seed {seed})", CNN_PRESET, [f"seed={seed}", *overrides], run_dir, data_dir, test_images))
-            add(cnn_rows[-1])
-        if len(cnn_rows) > 1:
-            ensemble = load_ensemble([row["run_dir"] for row in cnn_rows])
-            add({
-                **evaluate_ensemble(ensemble, test_images, test_labels),
-                "model": f"cnn ensemble of {len(cnn_rows)} (seeds {', '.join(map(str, ensemble_seeds))})",
-                "kind": "ensemble",
-                "fit_seconds": round(sum(row["fit_seconds"] for row in cnn_rows), 2),
-                "recipe": f"mean probabilities of the {len(cnn_rows)} cnn runs above; fit time is their sum",
-            })
+        write_outputs(rows, out, source, baseline_train_size)
 
     baselines = [name for name in BASELINE_NAMES if wanted(name)]
     if baselines:
@@ -121,7 +163,8 @@ def run_comparison(
         for name in baselines:
             print(f"[lenet-compare] fitting {name} on {len(data.train_y)} images", flush=True)
             result = fit_and_evaluate(name, data)
-            add({**result, "model": name, "kind": "scikit-learn", "recipe": result["estimator"]})
+            rows.append({**result, "model": name, "kind": "scikit-learn", "recipe": result["estimator"]})
+            write_outputs(rows, out, source, baseline_train_size)
 
     if not rows:
         raise ValueError(f"--only {list(only or [])} matched no model; names: {model_names()}")
@@ -135,19 +178,17 @@ def model_names() -> list[str]:
 # ----------------------------------------------------------------------------- outputs
 
 
-def write_outputs(rows: list[dict[str, Any]], out: Path, overrides: Sequence[str], baseline_train_size: int | None) -> None:
+def write_outputs(rows: list[dict[str, Any]], out: Path, source: str, baseline_train_size: int | None) -> None:
     with open(out / "comparison.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    (out / "comparison.md").write_text(markdown(rows, overrides, baseline_train_size))
-    fig = figure(rows)
-    fig.savefig(out / "comparison.png", dpi=110)
-    pyplot().close(fig)
+    (out / "comparison.md").write_text(markdown(rows, source, baseline_train_size))
+    save(comparison_figure(rows), out / "comparison.png")
     print(f"[lenet-compare] wrote {out / 'comparison.md'}, comparison.csv, comparison.png", flush=True)
 
 
-def markdown(rows: list[dict[str, Any]], overrides: Sequence[str], baseline_train_size: int | None) -> str:
+def markdown(rows: list[dict[str, Any]], source: str, baseline_train_size: int | None) -> str:
     threads = torch.get_num_threads()
     lines = [
         "# Model comparison on MNIST (official 10,000-image test set)",
@@ -161,13 +202,13 @@ def markdown(rows: list[dict[str, Any]], overrides: Sequence[str], baseline_trai
         "process. Parameters: trainable weights for networks; numbers stored for inference for "
         "baselines (tree nodes for the forest, the training set for k-NN).",
         "",
-        f"Overrides for every network: `{' '.join(overrides) or 'none'}`.",
+        source,
         "",
-        "| model | kind | test acc | precision | recall | F1 | parameters | fit s | inference img/s | recipe |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | kind | " + " | ".join(METRIC_LABELS[name] for name in SUMMARY_METRICS) + " | parameters | fit s | inference img/s | recipe |",
+        "|---" * (len(METRIC_COLUMNS) + 6) + "|",
     ]
     for row in rows:
-        metrics = " | ".join(f"{100 * row[k]:.2f}%" if k == "test/acc" else f"{row[k]:.4f}" for k in COLUMNS[2:6])
+        metrics = " | ".join(f"{100 * row[k]:.2f}%" if k == "test/acc" else f"{row[k]:.4f}" for k in METRIC_COLUMNS)
         lines.append(
             f"| {row['model']} | {row['kind']} | {metrics} | {row['parameters']:,} | {row['fit_seconds']:.0f} | "
             f"{row['inference_images_per_second']:,.0f} | `{row['recipe']}` |"
@@ -176,49 +217,20 @@ def markdown(rows: list[dict[str, Any]], overrides: Sequence[str], baseline_trai
     return "\n".join(lines)
 
 
-def figure(rows: list[dict[str, Any]]):
-    plt = pyplot()
-    from matplotlib.ticker import FuncFormatter
-    colours = {"network": "tab:blue", "ensemble": "tab:purple", "scikit-learn": "tab:orange"}
-    fig, (bars, scatter) = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 2.5))
-    names = [row["model"] for row in rows]
-    errors = [100 * (1 - row["test/acc"]) for row in rows]
-    bars.barh(names, errors, color=[colours[row["kind"]] for row in rows])
-    for y, (error, row) in enumerate(zip(errors, rows)):
-        bars.text(error, y, f" {100 - error:.2f}%  ({row['fit_seconds']:.0f} s)", va="center", fontsize=8)
-    bars.invert_yaxis()
-    bars.set_xlabel("test error (%), lower is better; label: accuracy (fit seconds)")
-    bars.set_xlim(0, max(errors) * 1.45)
-    bars.grid(axis="x", alpha=0.3)
-    for row, error in zip(rows, errors):
-        scatter.scatter(max(row["fit_seconds"], 0.01), error, color=colours[row["kind"]])
-        scatter.annotate(row["model"], (max(row["fit_seconds"], 0.01), error), fontsize=7, xytext=(4, 2), textcoords="offset points")
-    scatter.set_xscale("log")
-    scatter.set_yscale("log")
-    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 0.6, 1, 2 rather than 6x10^-1
-    scatter.yaxis.set_major_formatter(plain)
-    scatter.yaxis.set_minor_formatter(plain)
-    scatter.set_xlabel("fit seconds (log scale)")
-    scatter.set_ylabel("test error (%, log scale)")
-    scatter.set_title("Error against training cost")
-    scatter.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
 # ----------------------------------------------------------------------------- command line
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(prog="lenet-compare", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("comparison"), help="folder for comparison.md/csv/png (default: ./comparison)")
-    parser.add_argument("--runs-dir", type=Path, default=None, help="run directories of the networks (default: outputs/compare/<time>)")
+    parser.add_argument("--from-sweep", type=Path, default=None, metavar="SWEEP_DIR", help="take the networks from this `python train.py -m ...` sweep instead of training them")
+    parser.add_argument("--runs-dir", type=Path, default=None, help="run directories of the networks trained here (default: outputs/compare/<time>)")
     parser.add_argument("--data-dir", default=default_data_dir(), help="default: $LENET_DATA_DIR or ./data")
     parser.add_argument("--epochs", type=int, default=None, help="override every preset's trainer.max_epochs (quick runs)")
     parser.add_argument("--train-batches", type=float, default=None, help="trainer.limit_train_batches for every network (quick runs)")
     parser.add_argument("--ensemble-seeds", type=int, nargs="+", default=[1, 2, 3], help="one cnn run per seed (default: 1 2 3)")
     parser.add_argument("--baseline-train-size", type=int, default=None, help="fit baselines on this many train images (default: all 54,000)")
-    parser.add_argument("--only", nargs="+", default=None, help=f"models whose name contains one of these words; names: {model_names()}")
+    parser.add_argument("--only", nargs="+", default=None, help=f"models whose name contains one of these words (sweeps: baselines only); names: {model_names()}")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="extra Hydra override for every network (repeatable)")
     args = parser.parse_args(argv)
 
@@ -229,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         batches = int(args.train_batches) if args.train_batches >= 1 else args.train_batches
         overrides.append(f"++trainer.limit_train_batches={batches}")
     return run_comparison(
-        args.out, args.data_dir, args.runs_dir, overrides, args.ensemble_seeds, args.baseline_train_size, args.only
+        args.out, args.data_dir, args.from_sweep, args.runs_dir, overrides, args.ensemble_seeds, args.baseline_train_size, args.only
     )
 
 

@@ -1,15 +1,15 @@
 """MNIST-style datasets held in memory as uint8 tensors and served in whole batches.
 
-The data side of every experiment: `MNISTDataModule` reads the IDX files (downloading them with
-torchvision when they are missing and the machine is online), splits the official training set
-into a seeded train/validation split, keeps the official 10,000-image test set apart, and serves
-batches by indexing one tensor instead of collating single samples. Batches leave the loader as
-uint8 and become normalised floats on the training device, where augmentation also happens.
+The data side of every experiment: `MNISTDataModule` reads the official files (lenet.datafiles,
+downloading them with torchvision when they are missing and the machine is online), splits the
+official training set into a seeded train/validation split, keeps the official 10,000-image test
+set apart, and serves batches by indexing one tensor instead of collating single samples. Batches
+leave the loader as uint8 and become normalised floats on the training device, where augmentation
+also happens.
 """
 
 from __future__ import annotations
 
-import gzip
 import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,99 +20,9 @@ import torch
 from torch import Tensor
 
 from lenet.config import to_plain
-from lenet.datasets import DATASETS, IMAGE_SIZE, NUM_CLASSES, normalize
+from lenet.datafiles import SPLITS, DataError, download, files_present, load_split
+from lenet.datasets import DATASETS, normalize
 from lenet.registry import build
-
-SPLITS = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000),
-}
-
-
-class DataError(RuntimeError):
-    """A dataset file is missing, truncated or corrupt; the message says which and what to do."""
-
-
-# ----------------------------------------------------------------------------- reading IDX files
-
-
-def _read_raw(path: Path) -> bytes:
-    """Bytes of an IDX file, from the file itself or from its .gz twin."""
-    if path.exists():
-        return path.read_bytes()
-    gz_path = path.with_name(path.name + ".gz")
-    try:
-        with gzip.open(gz_path, "rb") as f:
-            return f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
-        raise DataError(
-            f"{gz_path} is not a readable gzip file ({error}). Delete it and run again to "
-            "download it afresh, or copy an intact file there."
-        ) from error
-
-
-def read_idx(path: Path, magic: int, count: int, item_shape: tuple[int, ...]) -> Tensor:
-    """Parse one IDX file and check its header, count and length against what MNIST promises."""
-    data = _read_raw(path)
-    header_len = 4 + 4 * (1 + len(item_shape))
-    fix = "Delete it and run again to download it afresh, or copy an intact file there."
-    if len(data) < header_len:
-        raise DataError(f"{path} is truncated: {len(data)} bytes, not even a header. {fix}")
-    found_magic = int.from_bytes(data[0:4], "big")
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(1 + len(item_shape))]
-    if found_magic != magic or dims != [count, *item_shape]:
-        raise DataError(
-            f"{path} is not the expected IDX file: header says magic {found_magic:#x} and shape "
-            f"{dims}, expected magic {magic:#x} and shape {[count, *item_shape]}. {fix}"
-        )
-    expected_len = header_len + count * math.prod(item_shape)
-    if len(data) != expected_len:
-        raise DataError(
-            f"{path} is truncated or padded: {len(data)} bytes, expected {expected_len}. {fix}"
-        )
-    values = torch.frombuffer(bytearray(data[header_len:]), dtype=torch.uint8)
-    return values.view(count, *item_shape)
-
-
-def load_split(data_dir: str | Path, dataset: str = "mnist", split: str = "train") -> tuple[Tensor, Tensor]:
-    """Images (N, 1, 28, 28) uint8 and labels (N,) int64 of one official split, checked."""
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {sorted(SPLITS)}")
-    raw = Path(data_dir) / DATASETS[dataset]["folder"] / "raw"
-    images_name, labels_name, count = SPLITS[split]
-    images = read_idx(raw / images_name, 0x803, count, (IMAGE_SIZE, IMAGE_SIZE))
-    labels = read_idx(raw / labels_name, 0x801, count, ()).long()
-    if int(labels.max()) >= NUM_CLASSES:
-        raise DataError(
-            f"{raw / labels_name} holds label {int(labels.max())}, outside 0..9: the file is corrupt. "
-            "Delete it and run again to download it afresh."
-        )
-    return images.unsqueeze(1), labels
-
-
-def files_present(data_dir: str | Path, dataset: str = "mnist") -> bool:
-    raw = Path(data_dir) / DATASETS[dataset]["folder"] / "raw"
-    names = [name for images, labels, _ in SPLITS.values() for name in (images, labels)]
-    return all((raw / n).exists() or (raw / f"{n}.gz").exists() for n in names)
-
-
-def download(data_dir: str | Path, dataset: str = "mnist") -> None:
-    """Fetch the original files with torchvision (needs internet), into torchvision's layout."""
-    import torchvision.datasets  # only needed here: keeps training start-up light
-
-    cls = getattr(torchvision.datasets, DATASETS[dataset]["torchvision_class"])
-    try:
-        for train in (True, False):
-            cls(str(data_dir), train=train, download=True)
-    except Exception as error:  # network errors come in many types; all mean the same to the user
-        raise DataError(
-            f"{dataset} is not in {Path(data_dir).resolve()} and could not be downloaded ({error}). "
-            f"Put the four IDX files (or their .gz) in {Path(data_dir) / DATASETS[dataset]['folder'] / 'raw'}, "
-            "or point data.data_dir (environment variable LENET_DATA_DIR) at a folder that has them."
-        ) from error
-
 
 # ----------------------------------------------------------------------------- batches by index
 

@@ -54,6 +54,6 @@ def evaluate(model: Any, images: Tensor, labels: Tensor, prefix: str = "test/") 
 
 def test_split(dataset: str = "mnist", data_dir: str | Path | None = None) -> tuple[Tensor, Tensor]:
     """The official test images (N, 1, 28, 28) uint8 and labels of a dataset."""
-    from lenet.data import load_split
+    from lenet.datafiles import load_split  # Lightning-free
 
     return load_split(data_dir if data_dir is not None else default_data_dir(), dataset, "test")

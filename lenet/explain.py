@@ -1,8 +1,8 @@
 """Pictures of what a trained network does: filters, feature maps, saliency, embeddings, confusions.
 
 `lenet-explain RUN_DIR_OR_CKPT [IMAGE] --out DIR` writes them as PNG files (and to TensorBoard).
-Each picture is a compute function returning tensors and a figure function returning a Matplotlib
-figure, so notebooks and tests use the same code:
+Each picture is a compute function here returning tensors and a figure function in lenet.plots,
+so notebooks and tests use the same code:
 
     loaded = load_model("outputs/.../run")
     x = normalize(image, loaded.mean, loaded.std)       # (1, 1, 28, 28) network input
@@ -15,7 +15,6 @@ lenet.models works, not just LeNet5's layout. Networks are expected in eval mode
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,12 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lenet.data import DataError, files_present
+from lenet.datafiles import DataError, files_present
 from lenet.datasets import normalize
 from lenet.evaluation import default_data_dir, evaluate, test_split
 from lenet.inference import LoadedModel, load_model, read_checkpoint
 from lenet.metrics import confusion_matrix
-from lenet.report import pyplot
+from lenet.plots import (
+    confused_pairs_figure, embedding_figure, feature_maps_figure, filters_figure, saliency_figure, save,
+)
 
 FIGURE_NAMES = ("filters", "feature_maps", "saliency", "embedding", "confused_pairs")
 EMBEDDING_METHODS = {"tsne": "t-SNE", "pca": "PCA"}  # --method value: name in titles
@@ -208,118 +209,6 @@ def most_confused_pairs(probs: Tensor, targets: Tensor, top: int = 6) -> list[tu
     return [(int(i) // num_classes, int(i) % num_classes, int(n)) for n, i in zip(counts[:top], flat_index[:top]) if n > 0]
 
 
-# ----------------------------------------------------------------------------- drawing
-
-
-def _hide_axes(axes) -> None:
-    for ax in np.ravel(axes):
-        ax.set_xticks([])
-        ax.set_yticks([])
-
-
-def filters_figure(filters: Tensor, max_filters: int = 64):
-    """First-layer kernels on one shared red/blue scale (blue negative, red positive)."""
-    plt = pyplot()
-    kernels = filters[:max_filters].mean(dim=1)  # (F, k, k); MNIST has one input channel, so the mean is exact
-    cols = min(8, len(kernels))
-    rows = math.ceil(len(kernels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1, 1.4 * rows + 0.6), squeeze=False)
-    limit = float(kernels.abs().max()) or 1.0
-    for k, ax in enumerate(axes.flat):
-        if k < len(kernels):
-            image = ax.imshow(kernels[k].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
-            ax.set_title(f"filter {k}", fontsize=8)
-        else:
-            ax.axis("off")
-    _hide_axes(axes)
-    fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
-    shape = "×".join(str(s) for s in filters.shape)
-    fig.suptitle(f"First-layer filters ({shape}: out × in × height × width)")
-    return fig
-
-
-def feature_maps_figure(image: Tensor, maps: dict[str, Tensor], max_channels: int = 16):
-    """One row per conv/pool layer (first image of the batch), channels side by side, one scale per layer."""
-    plt = pyplot()
-    cols = max([min(m.shape[1], max_channels) for m in maps.values()] + [1])
-    rows = 1 + len(maps)
-    fig, axes = plt.subplots(rows, cols, figsize=(0.9 * cols + 2.2, 1.0 * rows + 0.5), squeeze=False)
-    _hide_axes(axes)
-    for ax in axes.flat:
-        ax.set_frame_on(False)
-    axes[0, 0].imshow(image.squeeze().cpu().numpy(), cmap="gray")
-    axes[0, 0].set_ylabel("input", rotation=0, ha="right", va="center", fontsize=8)
-    for row, (name, output) in zip(axes[1:], maps.items()):
-        channels = output[0]  # (C, H, W)
-        low, high = float(channels.min()), float(channels.max())
-        for c, ax in enumerate(row[: min(len(channels), max_channels)]):
-            ax.imshow(channels[c].numpy(), cmap="viridis", vmin=low, vmax=high)
-        shown = f"{min(len(channels), max_channels)} of {len(channels)} ch" if len(channels) > max_channels else f"{len(channels)} ch"
-        label = f"{name}\n{shown}, {channels.shape[1]}×{channels.shape[2]}"
-        row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle("Feature maps of every conv/pool layer (one colour scale per layer)")
-    fig.tight_layout()
-    return fig
-
-
-def saliency_figure(image: Tensor, result: Saliency, title: str = ""):
-    """The image, its input-gradient map and its Grad-CAM overlay."""
-    plt = pyplot()
-    picture = image.squeeze().cpu().float().numpy()
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
-    axes[0].imshow(picture, cmap="gray")
-    axes[0].set_title(title or "input", fontsize=9)
-    axes[1].imshow(result.gradients.numpy(), cmap="hot", vmin=0, vmax=1)
-    axes[1].set_title("input gradients |∂logit/∂pixel|", fontsize=9)
-    axes[2].imshow(picture, cmap="gray")
-    axes[2].imshow(result.grad_cam.numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-    axes[2].set_title(f"Grad-CAM on {result.layer}", fontsize=9)
-    _hide_axes(axes)
-    fig.suptitle(f"Why class {result.target}? (probability {result.probability:.3f})")
-    fig.tight_layout()
-    return fig
-
-
-def embedding_figure(points: np.ndarray, labels: Tensor, title: str = "Penultimate layer, 2-D embedding"):
-    """Scatter of (N, 2) points, one colour per class, one point per sample."""
-    plt = pyplot()
-    labels = np.asarray(labels)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    colours = plt.get_cmap("tab10")
-    for c in np.unique(labels):
-        chosen = labels == c
-        ax.scatter(points[chosen, 0], points[chosen, 1], s=6, color=colours(int(c) % 10), label=str(c))
-    ax.legend(title="class", markerscale=3, fontsize=8, loc="best")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(f"{title} ({len(points)} test images)")
-    fig.tight_layout()
-    return fig
-
-
-def confused_pairs_figure(images: Tensor, targets: Tensor, probs: Tensor, pairs: Sequence[tuple[int, int, int]], examples: int = 8):
-    """One row per confused pair: its most confidently wrong test images."""
-    plt = pyplot()
-    rows = max(1, len(pairs))
-    fig, axes = plt.subplots(rows, examples, figsize=(1.1 * examples + 1.2, 1.25 * rows + 0.6), squeeze=False)
-    _hide_axes(axes)
-    for ax in axes.flat:
-        ax.set_frame_on(False)
-    confidence, predicted = probs.max(dim=1)
-    for row, (true, wrong, count) in zip(axes, pairs):
-        chosen = ((targets == true) & (predicted == wrong)).nonzero().flatten()
-        chosen = chosen[confidence[chosen].argsort(descending=True)][:examples]
-        for ax, i in zip(row, chosen.tolist()):
-            ax.imshow(images[i].squeeze().cpu().numpy(), cmap="gray")
-            ax.set_title(f"{float(confidence[i]):.2f}", fontsize=7)
-        row[0].set_ylabel(f"{true}→{wrong}\n{count} images", rotation=0, ha="right", va="center", fontsize=9)
-    if not pairs:
-        axes[0, 0].text(0, 0.5, "no misclassified images", transform=axes[0, 0].transAxes)
-    fig.suptitle("Most confused pairs (true→predicted), most confident errors first")
-    fig.tight_layout()
-    return fig
-
-
 # ----------------------------------------------------------------------------- the whole set
 
 
@@ -352,7 +241,6 @@ def explain(
     The digit explained is test image `index`, or the user's `image` file through the shared
     preprocessing. Returns {figure name: PNG path}.
     """
-    plt = pyplot()
     loaded = load_model(checkpoint, device)
     net = loaded.net
     test_images, test_labels = test_split(loaded.dataset, _data_dir(loaded, data_dir))
@@ -394,11 +282,7 @@ def explain(
     step = int(read_checkpoint(loaded.checkpoint_path).get("global_step", 0))
     paths = {}
     for name, fig in figures.items():
-        paths[name] = out_dir / f"{name}.png"
-        fig.savefig(paths[name], dpi=110)
-        if writer is not None:
-            writer.add_figure(f"explain/{name}", fig, global_step=step, close=False)
-        plt.close(fig)
+        paths[name] = save(fig, out_dir / f"{name}.png", writer, f"explain/{name}", step)
     if writer is not None:
         # The projector tab: an interactive 3-D PCA/t-SNE of the same features, with the digits as sprites.
         writer.add_embedding(

@@ -16,7 +16,11 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+# The headline metrics of every table (runs, sweeps, comparisons, ensembles), in this order, and their names for readers.
 SUMMARY_METRICS = ("acc", "precision", "recall", "f1")
+# The per-epoch learning-curve values lenet.callbacks.History records and report.md tabulates.
+HISTORY_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/f1")
+METRIC_LABELS = {"acc": "accuracy", "precision": "precision", "recall": "recall", "f1": "F1", "loss": "loss"}
 
 
 def classification_metrics(num_classes: int = 10, prefix: str = "") -> MetricCollection:

@@ -79,7 +79,9 @@ class Classifier(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, logits, y = self.model_step(batch)
         # Per step only device-side bookkeeping: no host sync, no metric update, no logger call.
-        # The epoch's predictions go through the train metrics once, at the end of the epoch.
+        # The epoch's predictions go through the train metrics once, at the end of the epoch. (The
+        # standard self.log(metric, on_epoch=True) moves each Metric .to(device) on every call: a
+        # 1-epoch fit took 14-20 s that way against 9-16 s this way, same process, alternating runs.)
         self._train_loss_sum += loss.detach() * len(y)
         self._train_predictions.append(logits.detach().argmax(dim=1))
         self._train_targets.append(y)
@@ -93,8 +95,10 @@ class Classifier(L.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # After the epoch's last batch, before validation and before any epoch-end callback, so that
-        # History and checkpoints saved at the end of this epoch already see these values.
-        if batch_idx + 1 == self.trainer.num_training_batches:
+        # History and checkpoints saved at the end of this epoch already see these values. The last
+        # batch comes early when max_steps ends the run mid-epoch (max_steps=-1: no limit).
+        trainer = self.trainer
+        if batch_idx + 1 == trainer.num_training_batches or 0 <= trainer.max_steps <= trainer.global_step:
             predictions, targets = torch.cat(self._train_predictions), torch.cat(self._train_targets)
             self.train_metrics.update(predictions, targets)
             epoch_metrics = {"train/loss": self._train_loss_sum / len(targets), **self.train_metrics.compute()}

@@ -1,34 +1,13 @@
-"""Shared fixtures: the real MNIST folder, Hydra composition of the real configs, a trained run."""
+"""Shared fixtures: a trained run and the official MNIST test set (helpers live in tests/helpers.py)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from omegaconf import DictConfig
 
-from lenet.config import CONFIG_DIR, load_config
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def data_dir() -> Path:
-    """LENET_DATA_DIR, else ../shared/data beside the repo (CI's layout)."""
-    path = Path(os.environ.get("LENET_DATA_DIR", REPO.parent / "shared" / "data"))
-    if not (path / "MNIST" / "raw").is_dir():
-        pytest.fail(f"MNIST not found in {path}: set LENET_DATA_DIR to a folder holding MNIST/raw/")
-    return path
-
-
-def compose_config(run_dir: Path, overrides: list[str] = ()) -> DictConfig:
-    """The real conf/train.yaml with overrides, run_dir pointed at a test folder."""
-    return load_config([f"data.data_dir={data_dir()}", *overrides], run_dir=run_dir)
-
-
-# A short real training: one epoch of the default recipe at a large batch (about 15 s on 2 cores,
-# about 98% test accuracy), shared by every test that needs a trained checkpoint.
-QUICK_TRAINING = ["trainer.max_epochs=1", "data.batch_size=128", "trainer.enable_progress_bar=false"]
+# Re-exported for test files outside this change that still import them from conftest.
+from helpers import CONFIG_DIR, QUICK_TRAINING, REPO, compose_config, data_dir  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +23,6 @@ def trained_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mnist_test():
     """Official MNIST test images (10000, 1, 28, 28) uint8 and labels."""
-    from lenet.data import load_split
+    from lenet.datafiles import load_split
 
     return load_split(data_dir(), "mnist", "test")

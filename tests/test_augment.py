@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_config
+from helpers import compose_config
 from hydra.utils import instantiate
 
 from lenet.augment import Compose, ElasticDistortion, FillBox, LowResolution, RandomAffine, RandomApply, StrokeWidth

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import data_dir
+from helpers import data_dir
 
 from lenet.baselines import BASELINES, fit_and_evaluate, load_data
 from lenet.data import MNISTDataModule

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, compose_config
+from helpers import REPO, compose_config
 from lenet.experiment import run
 from lenet.inference import CheckpointError, load_model
 from lenet.registry import NotAllowedError, build

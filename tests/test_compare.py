@@ -1,13 +1,59 @@
-"""lenet-compare end to end on a small subset: every kind of model, three output files."""
+"""lenet-compare: a Hydra multirun's jobs plus ensembles and baselines, and (slow) training its own networks."""
 
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 
 import pytest
-from conftest import data_dir
+from helpers import data_dir
 
 from lenet.compare import main
+
+
+def fake_job(sweep_dir, job: str, run_dir, overrides: list[str]) -> None:
+    """A job folder as `python train.py -m` leaves it, holding the checkpoint of a real run."""
+    (sweep_dir / job / ".hydra").mkdir(parents=True)
+    (sweep_dir / job / ".hydra" / "overrides.yaml").write_text("".join(f"- {item}\n" for item in overrides))
+    if run_dir is not None:  # None: a job that failed before writing its metrics
+        shutil.copy(run_dir / "metrics.json", sweep_dir / job / "metrics.json")
+        shutil.copytree(run_dir / "checkpoints", sweep_dir / job / "checkpoints")
+
+
+def test_compare_reads_a_sweep_and_adds_seed_ensembles_and_baselines(trained_run, tmp_path):
+    sweep = tmp_path / "sweep"
+    fake_job(sweep, "0", trained_run, ["experiment=fast", "seed=1"])
+    fake_job(sweep, "1", trained_run, ["experiment=fast", "seed=2"])
+    fake_job(sweep, "2", trained_run, ["experiment=fast", "model.optimizer.lr=0.1", "seed=1"])
+    fake_job(sweep, "3", None, ["experiment=fast", "seed=3"])
+    out = tmp_path / "comparison"
+    rows = main(["--from-sweep", str(sweep), "--out", str(out), "--data-dir", str(data_dir()), "--baseline-train-size", "500", "--only", "knn"])
+
+    assert [(row["model"], row["kind"]) for row in rows] == [
+        ("experiment=fast seed=1", "network"),
+        ("experiment=fast seed=2", "network"),
+        ("experiment=fast model.optimizer.lr=0.1 seed=1", "network"),
+        ("experiment=fast: ensemble of 2 (seeds 1, 2)", "ensemble"),  # the unfinished job 3 is left out
+        ("knn", "scikit-learn"),
+    ]
+    # Network rows are the jobs' own metrics.json; the ensemble of two copies of one checkpoint,
+    # evaluated afresh from the checkpoints, must score exactly what training's trainer.test did.
+    trained = json.loads((trained_run / "metrics.json").read_text())
+    assert rows[0]["test/f1"] == trained["test/f1"] and rows[0]["fit_seconds"] == trained["fit_seconds"]
+    assert rows[3]["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
+    assert rows[3]["parameters"] == 2 * trained["parameters"] and rows[3]["fit_seconds"] == pytest.approx(2 * trained["fit_seconds"])
+    with open(out / "comparison.csv") as f:
+        assert [row["model"] for row in csv.DictReader(f)] == [row["model"] for row in rows]
+    markdown = (out / "comparison.md").read_text()
+    assert f"Hydra multirun `{sweep}`" in markdown and "| experiment=fast: ensemble of 2 (seeds 1, 2) | ensemble |" in markdown
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_sweep_without_finished_jobs_is_a_clear_error(tmp_path):
+    fake_job(tmp_path / "sweep", "0", None, ["seed=1"])
+    with pytest.raises(ValueError, match="no finished job"):
+        main(["--from-sweep", str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--data-dir", str(data_dir())])
 
 
 @pytest.mark.slow

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from conftest import data_dir
-from lenet.data import BatchIndices, DataError, MNISTDataModule, load_split, normalize
+from helpers import data_dir
+from lenet.data import BatchIndices, MNISTDataModule
+from lenet.datafiles import DataError, load_split
+from lenet.datasets import normalize
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -53,7 +58,7 @@ def test_normalize_matches_torchvision_transforms():
 def test_each_epoch_sees_every_training_sample_once_in_a_seeded_order():
     sampler = BatchIndices(1000, 64, shuffle=True, seed=3)
     epoch0 = torch.cat(list(sampler))
-    # Same samples as a reference DataLoader with shuffle=True: a permutation of all indices.
+    # Every sample exactly once per epoch: a permutation of all indices.
     assert sorted(epoch0.tolist()) == list(range(1000))
     assert len(sampler) == len(list(sampler)) == 16
     assert torch.equal(torch.cat(list(BatchIndices(1000, 64, shuffle=True, seed=3))), epoch0)
@@ -110,6 +115,21 @@ def test_wrong_header_and_bad_labels_are_reported(data_copy):
     labels.write_bytes(bytes(data))
     with pytest.raises(DataError, match="label 42"):
         load_split(root, "mnist", "test")
+
+
+def test_gzip_only_folder_loads_the_same_tensors(data_copy):
+    root, raw = data_copy
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).unlink()
+    images, labels = load_split(root, "mnist", "test")
+    expected_images, expected_labels = load_split(data_dir(), "mnist", "test")
+    assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+
+
+def test_reading_the_test_split_does_not_import_lightning():
+    code = "import sys, lenet.evaluation as e; e.test_split('mnist'); print('lightning' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "LENET_DATA_DIR": str(data_dir())})
+    assert result.stdout.strip() == "False", result.stderr[-2000:]
 
 
 def test_corrupt_gzip_is_reported(data_copy):

@@ -39,7 +39,7 @@ def test_ensemble_averages_the_members_probabilities(trained_run, mnist_test):
 
 
 def test_command_line_prints_and_writes_metrics(trained_run, tmp_path, capsys, monkeypatch):
-    from conftest import data_dir
+    from helpers import data_dir
 
     out = tmp_path / "ensemble.json"
     metrics = main([str(trained_run), str(trained_run), "--data-dir", str(data_dir()), "--out", str(out)])

@@ -1,4 +1,4 @@
-"""lenet.explain: every visualisation's shapes and value ranges, on several network layouts, and the
+"""lenet.explain and its figures in lenet.plots: every visualisation's shapes and value ranges, on several network layouts, and the
 lenet-explain command on a checkpoint trained in the test session."""
 
 from __future__ import annotations
@@ -11,22 +11,18 @@ import torch
 from torch import nn
 
 import lenet.models
-from lenet.data import normalize
+from lenet.datasets import normalize
 from lenet.explain import (
     FIGURE_NAMES,
-    confused_pairs_figure,
     embed_2d,
-    embedding_figure,
     feature_maps,
-    feature_maps_figure,
-    filters_figure,
     first_layer_filters,
     main,
     most_confused_pairs,
     penultimate_features,
     saliency,
-    saliency_figure,
 )
+from lenet.plots import confused_pairs_figure, embedding_figure, feature_maps_figure, filters_figure, saliency_figure
 from lenet.inference import load_model, read_checkpoint
 from lenet.models import LeNet5, layer_output_shapes
 
@@ -34,8 +30,6 @@ NETWORKS = ["LeNet5", "LeNet5Classic", "ModernCNN"]  # every layout in lenet.mod
 
 
 def network(name: str) -> nn.Module:
-    if not hasattr(lenet.models, name):
-        pytest.skip(f"lenet.models has no {name} (yet)")
     torch.manual_seed(0)
     return getattr(lenet.models, name)().eval()
 
@@ -347,7 +341,6 @@ def draw_digit_seven(path, size=(300, 240)):
 
 
 def test_explain_command_on_a_user_image(trained_run, tmp_path, capsys):
-    pytest.importorskip("lenet.preprocess", reason="lenet/preprocess.py (shared preprocessing) is not there yet")
     image = draw_digit_seven(tmp_path / "seven.png")
     out_dir = tmp_path / "out"
     assert main([str(trained_run), str(image), "--out", str(out_dir), "--samples", "100", "--method", "pca", "--no-tensorboard"]) == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_config
+from helpers import compose_config
 from hydra.utils import instantiate
 
 from lenet.models import C3_CONNECTIONS, LeNet5Classic, ModernCNN, count_parameters, layer_output_shapes, scaled_tanh

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, data_dir
+from helpers import REPO, data_dir
 
 NOTEBOOK = REPO / "notebooks" / "lenet5_tutorial.ipynb"
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```(?:bash|sh)\n(.*?)```", README, flags=re.S)

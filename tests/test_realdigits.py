@@ -16,7 +16,7 @@ import lenet.preprocess
 from lenet import realdigits
 from lenet.inference import load_ensemble, load_model
 
-from conftest import REPO, data_dir
+from helpers import REPO, data_dir
 
 
 

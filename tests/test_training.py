@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, compose_config, data_dir
+from helpers import REPO, compose_config, data_dir
 from lenet.experiment import ConfigError, run
 from lenet.inference import CheckpointError
 
@@ -113,13 +113,29 @@ def test_report_shows_every_epoch_and_marks_the_best(tmp_path):
     epoch_rows = [line for line in report.splitlines() if line.startswith("| 1") or line.startswith("| 2") or line.startswith("| 3")]
     assert [row.split(" |")[0].split(" (")[0] for row in epoch_rows][:3] == ["| 1", "| 2", "| 3"]
     assert sum("(best)" in row for row in epoch_rows) == 1
-    from lenet.report import learning_curves_figure
+    from lenet.plots import learning_curves_figure
 
     history = [{"epoch": e, "train/acc": 0.9 + e / 100, "val/acc": 0.99 - abs(e - 2) / 100} for e in (1, 2, 3)]
     figure = learning_curves_figure(history, best=2)
     accuracy = figure.axes[1]
     assert [len(line.get_xdata()) for line in accuracy.get_lines()[:2]] == [3, 3]
     assert accuracy.get_ylim()[1] == 1.0
+
+
+def test_an_epoch_cut_short_by_max_steps_keeps_its_train_metrics(tmp_path):
+    """max_steps ends the second epoch after 10 of its 20 batches: its history row (saved in
+    last.ckpt, drawn in the report) still has the train metrics of the batches it ran."""
+    run(compose_config(tmp_path, [*TINY, "trainer.max_epochs=2", "++trainer.max_steps=30", "+trainer.limit_val_batches=2"]))
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 30
+    history = checkpoint["callbacks"]["History"]["epochs"]
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert all(0.0 < row["train/acc"] <= 1.0 and row["train/loss"] > 0 for row in history)
+    assert history[1]["train/loss"] != history[0]["train/loss"]  # its own value, not epoch 1's left over
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logged = [EventAccumulator(str(f)).Reload() for f in (tmp_path / "tensorboard").glob("events.out.tfevents.*")]
+    assert sum(len(a.Scalars("train/acc")) for a in logged if "train/acc" in a.Tags()["scalars"]) == 2  # one point per epoch
 
 
 def test_report_metrics_equal_lightning_test_metrics(trained_run):
@@ -179,7 +195,6 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     assert not (run_dir / "metrics.json").exists(), "the run finished before it could be interrupted"
     interrupted_epoch = torch.load(last, weights_only=True)["epoch"]
     assert interrupted_epoch < 2
-    torch.load(last, weights_only=True)  # whole: checkpoints are renamed into place, never half-written
 
     resumed_dir = tmp_path / "resumed"
     result = train_subprocess([*args[:-1], f"hydra.run.dir={resumed_dir}", f"ckpt_path={last}"])
@@ -188,6 +203,56 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     assert metrics["epochs"] == 3
     history = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["History"]["epochs"]
     assert [row["epoch"] for row in history] == [1, 2, 3]  # curves carry over the interruption
+
+
+# Saves a first checkpoint, then dies by SIGKILL halfway through writing a second one: through
+# Lightning's TorchCheckpointIO (argv[2] == "lightning") or, as a control, a plain write in place.
+SAVE_AND_DIE = """
+import io, os, signal, sys
+import torch
+from fsspec.implementations.local import LocalFileOpener
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+path, how = sys.argv[1], sys.argv[2]
+checkpoint_io = TorchCheckpointIO()
+checkpoint_io.save_checkpoint({"epoch": 1, "weights": torch.zeros(200_000)}, path)
+second = {"epoch": 2, "weights": torch.ones(200_000)}
+write = LocalFileOpener.write
+
+def half_then_die(file, data):
+    write(file, data[: len(data) // 2])
+    file.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if how == "lightning":
+    LocalFileOpener.write = half_then_die  # the file object fsspec gives Lightning's _atomic_save
+    checkpoint_io.save_checkpoint(second, path)
+else:
+    buffer = io.BytesIO()
+    torch.save(second, buffer)
+    with open(path, "wb") as f:
+        f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("how", ["lightning", "plain write"])
+def test_a_kill_mid_save_leaves_the_previous_checkpoint(tmp_path, how):
+    """Lightning writes checkpoints through an fsspec transaction (a temporary file moved into place),
+    so a process killed halfway through a save leaves the previous checkpoint loadable; the control
+    shows the same kill ruins a checkpoint written in place."""
+    path, scratch = tmp_path / "last.ckpt", tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}  # where fsspec's temporary file goes
+    result = subprocess.run([sys.executable, "-c", SAVE_AND_DIE, str(path), how], env=env, capture_output=True, text=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    if how == "lightning":
+        assert torch.load(path, weights_only=True)["epoch"] == 1
+        assert [f.stat().st_size > 0 for f in scratch.iterdir()] == [True]  # the kill came mid-write
+    else:
+        with pytest.raises(RuntimeError):
+            torch.load(path, weights_only=True)
 
 
 @pytest.mark.slow
