@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import compose_config
+from helpers import compose_config
 from lenet.experiment import run
 
 pytestmark = [
