@@ -107,6 +107,7 @@ def test_no_search_config_optimises_a_test_metric():
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="lenet/experiment.py logs only the test metrics with the hparams; the objective must join them (issue 15)",
 )
 def test_tensorboard_hparams_show_the_objective_as_a_metric(tiny_run):
@@ -116,7 +117,10 @@ def test_tensorboard_hparams_show_the_objective_as_a_metric(tiny_run):
     _, run_dir = tiny_run
     metric_tags = set()
     for event_file in (run_dir / "tensorboard").glob("events.out.tfevents.*"):
-        content = EventAccumulator(str(event_file)).Reload().PluginTagToContent("hparams")
+        try:
+            content = EventAccumulator(str(event_file)).Reload().PluginTagToContent("hparams")
+        except KeyError:  # this event file holds no hparams
+            continue
         if "_hparams_/experiment" in content:
             experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
             metric_tags |= {info.name.tag for info in experiment.metric_infos}
