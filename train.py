@@ -7,21 +7,23 @@ import time
 
 STARTED = time.perf_counter()  # start-up time (launch to first step) is reported in metrics.json
 
-import os  # noqa: E402
-
 import hydra  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-# Run folders are named by time and process id, so two runs started in the same second differ.
-OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+# Registers the resolvers that name run and job folders (conf/hydra/default.yaml): ${pid:}, ${sweep_job:}.
+from lenet.sweep import check_objective, objective_value, set_threads  # noqa: E402
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
+    """Train (or evaluate) and return the objective a Hydra sweeper optimises: metrics[optimized_metric],
+    a validation metric (best_val_acc by default); the test set is never the objective."""
     from lenet.experiment import run  # imported here so `--help` and `--cfg` stay instant
 
+    check_objective(cfg)  # a test metric as objective is refused before any training
+    set_threads(cfg)
     metrics = run(cfg, process_started=STARTED)
-    return metrics.get("test/acc", float("nan"))  # the value a Hydra sweeper would optimise
+    return objective_value(cfg, metrics)
 
 
 if __name__ == "__main__":
