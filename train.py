@@ -18,12 +18,13 @@ from lenet.sweep import check_objective, objective_value, set_threads  # noqa: E
 def main(cfg: DictConfig) -> float | None:
     """Train (or evaluate) and return the objective a Hydra sweeper optimises: metrics[optimized_metric],
     a validation metric (best_val_acc by default); the test set is never the objective."""
-    from lenet.experiment import run  # imported here so `--help` and `--cfg` stay instant
+    from lenet.experiment import one_line_errors, run  # imported here so `--help` and `--cfg` stay instant
 
-    check_objective(cfg)  # a test metric as objective is refused before any training
-    set_threads(cfg)
-    metrics = run(cfg, process_started=STARTED)
-    return objective_value(cfg, metrics)
+    with one_line_errors("train.py"):  # a mistake is one line naming the key or file, not a traceback
+        check_objective(cfg)  # a test metric as objective is refused before any training
+        set_threads(cfg)
+        metrics = run(cfg, process_started=STARTED)
+        return objective_value(cfg, metrics)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,9 @@ def train(cfg: DictConfig, process_started: float | None = None) -> dict[str, An
         test_loss = trainer.callback_metrics.get("test/loss")
         results = {**metrics, "test/loss": float(test_loss) if test_loss is not None else None}
         # Under their own names: logged as test/acc they would add a second point at step 0.
-        logger.log_hyperparams(settings, {f"hparams/{k.replace('/', '_')}": results[k] for k in HPARAM_METRICS if results.get(k) is not None})
+        objective = cfg.get("optimized_metric")  # what a sweep optimises, beside the test results
+        keys = [*HPARAM_METRICS, *([objective] if objective and objective not in HPARAM_METRICS else [])]
+        logger.log_hyperparams(settings, {f"hparams/{k.replace('/', '_')}": results[k] for k in keys if results.get(k) is not None})
         logger.finalize("success")
     return metrics
 

@@ -285,3 +285,22 @@ def test_ddp_on_two_cpu_processes_writes_one_run_directory(tmp_path):
     single = run(compose_config(tmp_path / "single", [*TINY, "data.batch_size=256", "trainer.max_epochs=1"]))
     assert metrics["test/acc"] == pytest.approx(single["test/acc"], abs=2e-3)
     assert metrics["test/acc"] > 0.2  # and it learned something
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["data.batch_size=abc"], "data.batch_size='abc' must be a whole number"),
+        (["model.optimizer.lr=-1"], "model.optimizer.lr=-1 must be a positive number"),
+        (["data.data_dir=/nonexistent", "data.download=false"], "files are missing from /nonexistent"),
+        (["ckpt_path=/nonexistent/last.ckpt"], "checkpoint /nonexistent/last.ckpt does not exist"),
+        (["model.net._target_=os.system"], "is not in this project's allow-list"),
+    ],
+    ids=["batch size", "learning rate", "data dir", "resume checkpoint", "target"],
+)
+def test_user_errors_are_one_line_not_a_traceback(overrides, expected, tmp_path):
+    result = train_subprocess([*TINY, *overrides, f"hydra.run.dir={tmp_path}"], timeout=180)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("train.py: error:")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
