@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         loaded = load_model(args.checkpoint)
     except (CheckpointError, ValueError, TypeError, RuntimeError) as error:  # one line, never a traceback
-        detail = str(error) if isinstance(error, CheckpointError) else f"{args.checkpoint} cannot be used ({error})"
+        detail = str(error)
+        if not isinstance(error, CheckpointError):  # a failure the checks before building did not foresee
+            detail = f"{args.checkpoint} cannot be used ({error}): use a checkpoint written by `python train.py`."
         print(f"lenet-export: {detail}", file=sys.stderr)
         return 2
     print(f"ONNX: {export_onnx(loaded, args.onnx)}")

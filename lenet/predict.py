@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_ensemble(names, args.device)
     except (CheckpointError, ValueError, TypeError, RuntimeError) as error:  # one line, never a traceback
-        detail = str(error) if isinstance(error, CheckpointError) else f"{', '.join(names)} cannot be used ({error})"
+        detail = str(error)
+        if not isinstance(error, CheckpointError):  # a failure the checks before building did not foresee
+            detail = f"{', '.join(names)} cannot be used ({error}): use a checkpoint written by `python train.py`."
         print(f"lenet-predict: {detail}", file=sys.stderr)
         return 2
 

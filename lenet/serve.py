@@ -34,9 +34,9 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 import h11
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
@@ -60,7 +60,8 @@ WAIT_S = 30  # the longest a request waits in that queue before 503
 BODY_TIMEOUT_S = 20.0  # the whole body must arrive within this (slow or stalled clients get 408)
 HEAD_TIMEOUT_S = 10.0  # the request line and headers must arrive within this, or the connection is closed
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers; more is a 400 from the HTTP server
-TRIM_ABOVE_PIXELS = 4_000_000  # after a request this large, hand freed memory back to the system
+MMAP_THRESHOLD = 1 << 20  # allocations this large get their own mapping, unmapped when freed (see below)
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 CONFIG_VARIABLE = "LENET_SERVE_CONFIG"  # create_app's arguments, as JSON, for each uvicorn worker process
 HOW_TO_SEND = (
     'send multipart/form-data with the image in the field "file" (batch: "files"), or application/json '
@@ -188,6 +189,7 @@ class HeadTimeoutH11(H11Protocol):
     is not complete HEAD_TIMEOUT_S after the connection opened or the previous answer was sent.
     uvicorn's own keep-alive timeout stops at the first byte, so a partial head would be held forever."""
 
+    head_timeout_s = HEAD_TIMEOUT_S
     head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -211,7 +213,7 @@ class HeadTimeoutH11(H11Protocol):
         if self.conn.their_state is not h11.IDLE:
             self.stop_watching()
         elif self.head_timer is None:
-            self.head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self.transport.close)
+            self.head_timer = self.loop.call_later(self.head_timeout_s, self.transport.close)
 
     def stop_watching(self) -> None:
         if self.head_timer is not None:
@@ -257,19 +259,16 @@ class DecodeBudget:
         )
 
 
-def _malloc_trim() -> Any:
-    """glibc's malloc_trim, or None: freed image buffers then go back to the system, not only to malloc."""
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    return getattr(libc, "malloc_trim", None)
-
-
-MALLOC_TRIM = _malloc_trim()
-
-
-def give_back_memory() -> None:
-    if MALLOC_TRIM is not None:
-        MALLOC_TRIM(0)
+def map_large_buffers_apart(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Have glibc give every allocation of `threshold` bytes or more its own memory mapping, returned
+    to the system when freed. By default glibc raises that threshold as large blocks are freed, and
+    then keeps image buffers in per-thread arenas for reuse: after a burst of large images the server
+    held 800 MB that it never gave back. False where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
 
 
 # ----------------------------------------------------------------------------- images -> answers
@@ -284,6 +283,12 @@ def decode_base64(text: str) -> bytes:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError) as error:
         raise HTTPException(400, f"the image is not valid base64 ({error}): encode the file's bytes.") from error
+
+
+def read_images(items: list[bytes] | list[str], max_pixels: int) -> tuple[list[bytes], int]:
+    """Uploaded bytes or base64 texts -> (image bytes, the pixels decoding them would take)."""
+    images = [decode_base64(item) if isinstance(item, str) else item for item in items]
+    return images, request_pixels(images, max_pixels)
 
 
 def request_pixels(images: list[bytes], max_pixels: int) -> int:
@@ -408,6 +413,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.model = load_ensemble(paths, device)  # read-only from here on: safe to share across threads
+        # CPU work runs on one thread per core: more would only queue for the cores and the GIL, and
+        # the event loop, which answers /healthz, would wait behind them all.
+        app.state.cpu = anyio.CapacityLimiter(os.cpu_count() or 1)
         yield
 
     # Swagger UI's script and styles come from the swagger-ui-bundle package, not a CDN; ReDoc has
@@ -442,8 +450,10 @@ def create_app(
         code = ERROR_CODES.get(status) or HTTPStatus(status).phrase.lower().replace(" ", "_")
         return error_response(status, code, detail, error.headers)
 
-    async def answer(images: list[bytes], preview: bool) -> list[PredictionOut | ImageError]:
-        pixels = request_pixels(images, max_pixels)
+    async def answer(items: list[bytes] | list[str], preview: bool) -> list[PredictionOut | ImageError]:
+        """Uploads or base64 texts -> one answer each. Only waiting for the decode budget happens on
+        the event loop; decoding base64 and reading image headers run in the thread pool too."""
+        images, pixels = await anyio.to_thread.run_sync(read_images, items, max_pixels, limiter=app.state.cpu)
         if pixels > request_pixel_limit:
             raise HTTPException(
                 413,
@@ -451,14 +461,13 @@ def create_app(
                 "request: send fewer or smaller images (a digit needs only a few hundred pixels a side).",
             )
         async with budget.reserve(pixels):
-            results = await run_in_threadpool(
-                predict_images, app.state.model, images, max_upload_bytes, max_pixels, unsure_below, preview
+            results = await anyio.to_thread.run_sync(
+                predict_images, app.state.model, images, max_upload_bytes, max_pixels, unsure_below, preview,
+                limiter=app.state.cpu,
             )
-        if pixels > TRIM_ABOVE_PIXELS:
-            await run_in_threadpool(give_back_memory)
         return results
 
-    async def answer_one(data: bytes, preview: bool) -> PredictionOut:
+    async def answer_one(data: bytes | str, preview: bool) -> PredictionOut:
         [result] = await answer([data], preview)
         if isinstance(result, ImageError):
             raise result  # answered by image_error above
@@ -477,12 +486,12 @@ def create_app(
 
     # JSON first: JsonBodyRoute lets only JSON requests reach these; everything else goes on to multipart.
     async def predict_json(body: ImageIn, preview: Preview = False) -> PredictionOut:
-        return await answer_one(decode_base64(body.image), preview)
+        return await answer_one(body.image, preview)
 
     async def predict_batch_json(body: BatchIn, preview: Preview = False) -> BatchOut:
         if len(body.images) > max_batch:  # before decoding any of them
             raise HTTPException(413, f"{len(body.images)} images in one request, over the limit of {max_batch}: split the batch.")
-        return batch(await answer([decode_base64(text) for text in body.images], preview))
+        return batch(await answer(body.images, preview))
 
     for path, endpoint, summary in (("/predict", predict_json, one), ("/predict/batch", predict_batch_json, many)):
         app.router.add_api_route(
@@ -568,6 +577,7 @@ def app_from_environment() -> FastAPI:
 
     # One request is one small forward pass: requests run in parallel threads instead of splitting one.
     torch.set_num_threads(1)
+    map_large_buffers_apart()
     return create_app(**json.loads(os.environ[CONFIG_VARIABLE]))
 
 
@@ -609,7 +619,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_ensemble(args.ckpt)  # fail here, in one line, rather than in every worker
     except (CheckpointError, ValueError, TypeError, RuntimeError) as error:
-        detail = str(error) if isinstance(error, CheckpointError) else f"{', '.join(args.ckpt)} cannot be used ({error})"
+        detail = str(error)
+        if not isinstance(error, CheckpointError):  # a failure the checks before building did not foresee
+            detail = f"{', '.join(args.ckpt)} cannot be used ({error}): use a checkpoint written by `python train.py`."
         print(f"lenet-serve: {detail}", file=sys.stderr)
         return 2
 
