@@ -9,8 +9,8 @@ memory every 20 ms and timing GET /healthz every 50 ms, sends:
     and tries again, at most twice;
   - 8, then 32, concurrent JSON batches of 64 such images (49 MP each, palette PNGs: 0.5 MB a batch);
   - 40 slow clients that send half of a 6.6 MB JSON body and stall, and 40 that send half a request head.
-It reports status codes, peak and settled memory, healthz latency, and how long the slow clients were
-held, then stops the server. Only 127.0.0.1 is contacted; every loop is bounded in count and time.
+It reports status codes, peak and settled memory, healthz latency (also on the idle server first, as
+the floor this machine's other load sets), and how long the slow clients were held, then stops the server. Only 127.0.0.1 is contacted; every loop is bounded in count and time.
 Writes benchmarks/results/serve_memory.json and serve_memory.md.
 """
 
@@ -204,6 +204,11 @@ def slow_clients(port: int, count: int, hold_s: float) -> dict:
     }
 
 
+def idle(seconds: float) -> dict:
+    time.sleep(seconds)
+    return {}
+
+
 def scenario(name: str, pid: int, url: str, work) -> dict:
     print(f"{name} ...", flush=True)
     with Watch(pid, url) as watch:
@@ -241,6 +246,8 @@ def main() -> None:
         httpx.get(f"{url}/healthz", timeout=10)
         time.sleep(SETTLE_S)
         results = {"machine": machine(), "baseline_rss_mb": round(rss_mb(server.pid), 1), "scenarios": []}
+        # The floor: healthz on an idle server, so that the other rows can be read against this machine's load.
+        results["scenarios"].append(scenario("idle server (healthz alone, 10 s)", server.pid, url, lambda: idle(10)))
         for clients in (8, 32):
             results["scenarios"].append(scenario(
                 f"{clients} concurrent uploads of a 7000x7000 transparent PNG ({len(images['rgba_7000']):,} bytes)",
@@ -281,7 +288,9 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for s in results["scenarios"]:
-        if "first_answers" in s:
+        if "how_they_ended" not in s and "first_answers" not in s:
+            answers, slowest = "", ""
+        elif "first_answers" in s:
             answers = f"{s['first_answers']} → {s['final_answers']}"
             slowest = f"{s['slowest_request_s']} s"
         else:

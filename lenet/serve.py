@@ -345,7 +345,8 @@ def predict_images(
             prepared.append(prepare_image(data, max_pixels))
         except ImageError as error:
             prepared.append(error)
-    predictions = iter(predict_tensors(model, [image for image in prepared if not isinstance(image, ImageError)], unsure_below))
+    good = [image for image in prepared if not isinstance(image, ImageError)]
+    predictions = iter(predict_tensors(model, good, unsure_below))  # one batch
     return [
         image if isinstance(image, ImageError)
         else PredictionOut(**vars(next(predictions)), preprocessed_png=preview_png(image) if preview else None)
@@ -371,7 +372,8 @@ def require_multipart(request: Request) -> None:
     """Runs before the form fields are checked, so a wrong content type is named as such."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "multipart/form-data":
-        raise HTTPException(415, f"unsupported content type {repr(content_type) if content_type else '(none)'}: {HOW_TO_SEND}.")
+        named = repr(content_type) if content_type else "(none)"
+        raise HTTPException(415, f"unsupported content type {named}: {HOW_TO_SEND}.")
 
 
 def validation_detail(error: RequestValidationError) -> str:
@@ -408,7 +410,6 @@ def create_app(
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     unsure_below = UNSURE_BELOW if unsure_below is None else unsure_below
     request_pixel_limit = min(MAX_REQUEST_PIXELS, max_pixels)
-    budget = DecodeBudget(max(decode_budget_pixels, request_pixel_limit))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -416,6 +417,7 @@ def create_app(
         # CPU work runs on one thread per core: more would only queue for the cores and the GIL, and
         # the event loop, which answers /healthz, would wait behind them all.
         app.state.cpu = anyio.CapacityLimiter(os.cpu_count() or 1)
+        app.state.budget = DecodeBudget(max(decode_budget_pixels, request_pixel_limit))
         yield
 
     # Swagger UI's script and styles come from the swagger-ui-bundle package, not a CDN; ReDoc has
@@ -460,7 +462,7 @@ def create_app(
                 f"the images in this request hold {pixels:,} pixels, over the limit of {request_pixel_limit:,} per "
                 "request: send fewer or smaller images (a digit needs only a few hundred pixels a side).",
             )
-        async with budget.reserve(pixels):
+        async with app.state.budget.reserve(pixels):
             results = await anyio.to_thread.run_sync(
                 predict_images, app.state.model, images, max_upload_bytes, max_pixels, unsure_below, preview,
                 limiter=app.state.cpu,
