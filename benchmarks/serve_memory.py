@@ -7,7 +7,8 @@ memory every 20 ms and timing GET /healthz every 50 ms, sends:
   - 8, then 32, concurrent uploads of the worst image found: a 190 KB PNG of 7000x7000 transparent
     pixels (49 MP, 196 MB once decoded), --rounds each; a client answered 503 waits its Retry-After
     and tries again, at most twice;
-  - 8, then 32, concurrent JSON batches of 64 such images (49 MP each, palette PNGs: 0.5 MB a batch);
+  - 8, then 32, concurrent JSON batches of 64 such images (49 MP each, palette PNGs: 0.5 MB a batch),
+    --rounds each;
   - 40 slow clients that send half of a 6.6 MB JSON body and stall, and 40 that send half a request head.
 It reports status codes, peak and settled memory, healthz latency (also on the idle server first, as
 the floor this machine's other load sets), and how long the slow clients were held, then stops the server. Only 127.0.0.1 is contacted; every loop is bounded in count and time.
@@ -20,11 +21,11 @@ import argparse
 import base64
 import io
 import json
+import math
 import os
 import platform
 import selectors
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -109,12 +110,16 @@ class Watch:
 
     def summary(self) -> dict:
         ordered = sorted(self.health)
+
+        def percentile(share: float) -> float | None:  # nearest rank: an answer that was really seen
+            return round(1000 * ordered[max(0, math.ceil(share * len(ordered)) - 1)], 1) if ordered else None
+
         return {
             "peak_rss_mb": round(max(self.memory, default=0), 1),
             "healthz_answers": len(ordered),
-            "healthz_p50_ms": round(1000 * statistics.median(ordered), 1) if ordered else None,
-            "healthz_p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 1) if ordered else None,
-            "healthz_max_ms": round(1000 * ordered[-1], 1) if ordered else None,
+            "healthz_p50_ms": percentile(0.5),
+            "healthz_p99_ms": percentile(0.99),
+            "healthz_max_ms": percentile(1.0),
             "healthz_failures": self.health_failures[:5],
         }
 
@@ -258,7 +263,9 @@ def main() -> None:
             results["scenarios"].append(scenario(
                 f"{clients} concurrent JSON batches of 64 images of 49 MP ({len(batch):,} bytes each)",
                 server.pid, url,
-                lambda: upload_storm(url, clients, 1, lambda s: s.post("/predict/batch", content=batch, headers=json_headers)),
+                lambda: upload_storm(
+                    url, clients, args.rounds, lambda s: s.post("/predict/batch", content=batch, headers=json_headers)
+                ),
             ))
         results["scenarios"].append(scenario(
             "40 slow clients holding half of a 6.6 MB body, 40 holding half a request head",
@@ -275,6 +282,10 @@ def main() -> None:
     print(f"Written: {args.out} and {args.out.with_suffix('.md')}")
 
 
+def counts(counter: dict) -> str:
+    return ", ".join(f"{name} ×{count}" for name, count in sorted(counter.items()))
+
+
 def markdown(results: dict) -> str:
     m = results["machine"]
     lines = [
@@ -288,15 +299,15 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for s in results["scenarios"]:
-        if "how_they_ended" not in s and "first_answers" not in s:
-            answers, slowest = "", ""
-        elif "first_answers" in s:
-            answers = f"{s['first_answers']} → {s['final_answers']}"
+        if "first_answers" in s:
+            answers = f"{counts(s['first_answers'])} → {counts(s['final_answers'])}"
             slowest = f"{s['slowest_request_s']} s"
+        elif "how_they_ended" in s:
+            answers = counts(s["how_they_ended"])
+            slowest = "closed after " + ", ".join(f"{t} s ({kind})" for kind, t in s["closed_by_server_after_s"].items())
         else:
-            answers = f"{s['how_they_ended']}"
-            slowest = f"closed after {s['closed_by_server_after_s']} s"
-        health = f"{s['healthz_p50_ms']} / {s['healthz_p99_ms']} / {s['healthz_max_ms']} ms"
+            answers, slowest = "", ""
+        health = f"{s['healthz_p50_ms']} / {s['healthz_p99_ms']} / {s['healthz_max_ms']} ms ({s['healthz_answers']} asked)"
         if s["healthz_failures"]:
             health += f" ({len(s['healthz_failures'])} failed)"
         lines.append(f"| {s['scenario']} | {answers} | {s['peak_rss_mb']:.0f} MB | {s['settled_rss_mb']:.0f} MB | {health} | {slowest} |")
