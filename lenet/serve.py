@@ -261,9 +261,10 @@ class DecodeBudget:
 
 def map_large_buffers_apart(threshold: int = MMAP_THRESHOLD) -> bool:
     """Have glibc give every allocation of `threshold` bytes or more its own memory mapping, returned
-    to the system when freed. By default glibc raises that threshold as large blocks are freed, and
-    then keeps image buffers in per-thread arenas for reuse: after a burst of large images the server
-    held 800 MB that it never gave back. False where the C library is not glibc."""
+    to the system when freed. By default glibc raises that threshold as large blocks are freed and
+    then serves image buffers from per-thread arenas, where they pile up: 8 concurrent worst-case
+    uploads peaked at 1.42 GB that way (even with malloc_trim after each), 1.20 GB with this
+    (benchmarks/serve_memory.py). False where the C library is not glibc."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
@@ -285,19 +286,22 @@ def decode_base64(text: str) -> bytes:
         raise HTTPException(400, f"the image is not valid base64 ({error}): encode the file's bytes.") from error
 
 
-def read_images(items: list[bytes] | list[str], max_pixels: int) -> tuple[list[bytes], int]:
+def read_images(items: list[bytes] | list[str], max_pixels: int, request_limit: int) -> tuple[list[bytes], int]:
     """Uploaded bytes or base64 texts -> (image bytes, the pixels decoding them would take)."""
     images = [decode_base64(item) if isinstance(item, str) else item for item in items]
-    return images, request_pixels(images, max_pixels)
+    return images, request_pixels(images, max_pixels, request_limit)
 
 
-def request_pixels(images: list[bytes], max_pixels: int) -> int:
-    """The pixels decoding these images would take, from their headers alone. Images that cannot be
-    opened, or are over the per-image limit, count nothing: they are refused one by one, undecoded."""
+def request_pixels(images: list[bytes], max_pixels: int, request_limit: int) -> int:
+    """The pixels decoding these images would take, from their headers alone; the count stops once
+    over `request_limit` (the request is refused then). Images that cannot be opened, or are over
+    the per-image limit, count nothing: they are refused one by one, undecoded."""
     from PIL import Image
 
     total = 0
     for data in images:
+        if total > request_limit:
+            break
         try:
             with Image.open(io.BytesIO(data)) as image:
                 pixels = image.size[0] * image.size[1]
@@ -455,12 +459,15 @@ def create_app(
     async def answer(items: list[bytes] | list[str], preview: bool) -> list[PredictionOut | ImageError]:
         """Uploads or base64 texts -> one answer each. Only waiting for the decode budget happens on
         the event loop; decoding base64 and reading image headers run in the thread pool too."""
-        images, pixels = await anyio.to_thread.run_sync(read_images, items, max_pixels, limiter=app.state.cpu)
+        images, pixels = await anyio.to_thread.run_sync(
+            read_images, items, max_pixels, request_pixel_limit, limiter=app.state.cpu
+        )
         if pixels > request_pixel_limit:
             raise HTTPException(
                 413,
-                f"the images in this request hold {pixels:,} pixels, over the limit of {request_pixel_limit:,} per "
-                "request: send fewer or smaller images (a digit needs only a few hundred pixels a side).",
+                f"the images in this request hold over {request_pixel_limit:,} pixels, the limit per request "
+                f"({pixels:,} in the first of them): send fewer or smaller images (a digit needs only a few hundred "
+                "pixels a side).",
             )
         async with app.state.budget.reserve(pixels):
             results = await anyio.to_thread.run_sync(
