@@ -1,5 +1,5 @@
 """Inference speed of a trained model: images/s at batch 1024 and latency at batch 1, for eager
-PyTorch, TorchScript and ONNX Runtime, after checking the three give the same probabilities.
+PyTorch and ONNX Runtime, after checking they give the same probabilities.
 
     python benchmarks/inference.py RUN_DIR_OR_CKPT [--seconds 3]
 
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lenet.data import load_split  # noqa: E402
-from lenet.export import export_onnx, export_torchscript, onnx_session, probability_model  # noqa: E402
+from lenet.export import export_onnx, onnx_session, probability_model  # noqa: E402
 from lenet.inference import load_model  # noqa: E402
 
 DATA_DIR = os.environ.get("LENET_DATA_DIR", str(REPO.parent / "shared" / "data"))
@@ -70,9 +70,7 @@ def main() -> None:
     batch = inputs[:1024]
 
     with tempfile.TemporaryDirectory() as folder:
-        onnx_path = export_onnx(loaded, Path(folder) / "model.onnx")
-        script = torch.jit.load(str(export_torchscript(loaded, Path(folder) / "model.pt")))
-        session = onnx_session(onnx_path)
+        session = onnx_session(export_onnx(loaded, Path(folder) / "model.onnx"))
     eager = probability_model(loaded)
 
     @torch.inference_mode()
@@ -83,17 +81,12 @@ def main() -> None:
     def run_eager_channels_last(x):
         return loaded.predict_probs(x, batch_size=len(x))
 
-    @torch.inference_mode()
-    def run_script(x):
-        return script(x)
-
     def run_onnx(x):
         return session.run(None, {"images": x.numpy()})[0]
 
     runtimes = {
         "eager PyTorch": run_eager,
         "eager PyTorch, channels_last": run_eager_channels_last,
-        "TorchScript (traced, frozen)": run_script,
         "ONNX Runtime": run_onnx,
     }
     reference = run_eager(batch).numpy()

@@ -17,19 +17,19 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 from PIL import Image
-
-from lenet.data import load_split
 
 
 def user_like_pngs(data_dir: str, count: int) -> list[tuple[bytes, int]]:
     """MNIST test digits as dark ink, enlarged 3x, on a 200x160 white canvas: (PNG bytes, label)."""
+    from lenet.data import load_split  # here: serve_memory.py imports start_server without the data side
+
     images, labels = load_split(data_dir, "mnist", "test")
     pngs = []
     for index in range(count):
@@ -43,12 +43,15 @@ def user_like_pngs(data_dir: str, count: int) -> list[tuple[bytes, int]]:
 
 
 def start_server(checkpoint: str, workers: int) -> tuple[subprocess.Popen, str]:
+    """`lenet-serve` on a free 127.0.0.1 port, once /healthz answers (its stderr in a temporary file,
+    so a chatty server never blocks on a full pipe)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     script = Path(sys.executable).with_name("lenet-serve")
     command = [str(script), "--ckpt", checkpoint, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tempfile.TemporaryFile("w+")
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and server.poll() is None:
@@ -58,7 +61,8 @@ def start_server(checkpoint: str, workers: int) -> tuple[subprocess.Popen, str]:
         except httpx.TransportError:
             time.sleep(0.5)
     server.kill()
-    raise SystemExit(f"lenet-serve did not start: {server.stderr.read()[-2000:]}")
+    log.seek(0)
+    raise SystemExit(f"lenet-serve did not start: {log.read()[-2000:]}")
 
 
 def run_load(url: str, pngs: list[tuple[bytes, int]], requests: int, clients: int) -> dict:

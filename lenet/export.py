@@ -1,6 +1,4 @@
-"""Export a trained model for deployment: ONNX (for ONNX Runtime) and TorchScript.
-
-`lenet-export RUN_DIR_OR_CKPT --onnx model.onnx --torchscript model.pt`
+"""Export a trained model for deployment as ONNX, for ONNX Runtime: `lenet-export RUN_DIR_OR_CKPT --onnx model.onnx`.
 
 The exported program takes float images (B, 1, 28, 28) in 0..1, light ink on black (the output of
 lenet.preprocess), and returns the 10 class probabilities: normalisation and softmax are inside,
@@ -17,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from lenet.inference import LoadedModel, load_model
+from lenet.inference import CheckpointError, LoadedModel, load_model
 
 
 class ProbabilityModel(nn.Module):
@@ -54,14 +52,6 @@ def export_onnx(loaded: LoadedModel, path: str | Path) -> Path:
     return path
 
 
-def export_torchscript(loaded: LoadedModel, path: str | Path) -> Path:
-    path = Path(path)
-    with torch.no_grad():
-        scripted = torch.jit.trace(probability_model(loaded), torch.rand(2, 1, 28, 28))
-    torch.jit.save(torch.jit.freeze(scripted), str(path))
-    return path
-
-
 def onnx_session(path: str | Path, threads: int = 0):
     """An ONNX Runtime CPU session (threads=0: one per core)."""
     import onnxruntime as ort
@@ -75,20 +65,19 @@ def onnx_session(path: str | Path, threads: int = 0):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lenet-export", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a run directory (uses checkpoints/best.ckpt) or a .ckpt file")
-    parser.add_argument("--onnx", type=Path, help="write an ONNX model here")
-    parser.add_argument("--torchscript", type=Path, help="write a TorchScript model here")
+    parser.add_argument("--onnx", type=Path, required=True, help="write the ONNX model here")
     args = parser.parse_args(argv)
-    if not args.onnx and not args.torchscript:
-        parser.error("name at least one output: --onnx PATH and/or --torchscript PATH")
+    if not args.onnx.parent.is_dir():
+        parser.error(f"--onnx {args.onnx}: the folder {args.onnx.parent} does not exist; create it or choose another path")
     try:
         loaded = load_model(args.checkpoint)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"lenet-export: {error}", file=sys.stderr)
+    except (CheckpointError, ValueError, TypeError, RuntimeError) as error:  # one line, never a traceback
+        detail = str(error)
+        if not isinstance(error, CheckpointError):  # a failure the checks before building did not foresee
+            detail = f"{args.checkpoint} cannot be used ({error}): use a checkpoint written by `python train.py`."
+        print(f"lenet-export: {detail}", file=sys.stderr)
         return 2
-    if args.onnx:
-        print(f"ONNX: {export_onnx(loaded, args.onnx)}")
-    if args.torchscript:
-        print(f"TorchScript: {export_torchscript(loaded, args.torchscript)}")
+    print(f"ONNX: {export_onnx(loaded, args.onnx)}")
     return 0
 
 

@@ -2,14 +2,15 @@
 
 Every image goes through `lenet.preprocess.prepare_image`, the same path as the REST API, so a
 photo, a scan or a drawing is read the way MNIST digits were prepared. Directories are read in
-batches; a file that cannot be read is reported on its own line and the others are still predicted,
-with a non-zero exit status at the end.
+batches; a file that cannot be read, a broken symlink or a directory without images is reported on
+its own line and the others are still predicted, with a non-zero exit status at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,20 +23,39 @@ from lenet.preprocess import ImageError, prepare_image
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def image_paths(inputs: list[str]) -> Iterator[Path]:
-    """Files as given; directories expanded to their image files (by suffix), sorted, recursively."""
+def image_paths(inputs: list[str]) -> Iterator[tuple[Path, str | None]]:
+    """(path, None) for each image to predict: files as given, directories expanded to their image
+    files (by suffix), sorted, recursively. (path, problem) for what cannot be predicted and would
+    otherwise pass unseen: a broken symlink in a directory, a directory without any image."""
     for name in inputs:
         path = Path(name)
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            yield path  # a missing or unreadable file is reported by prepare_image
+        if not path.is_dir():
+            yield path, None  # a missing or unreadable file is reported by prepare_image
+            continue
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
+        if not found:
+            yield path, f"the directory holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}): nothing to predict there."
+        for image in found:
+            yield image, broken_link(image)
 
 
-def batches(paths: Iterator[Path], size: int) -> Iterator[list[Path]]:
-    batch: list[Path] = []
-    for path in paths:
-        batch.append(path)
+def broken_link(path: Path) -> str | None:
+    """What is wrong with a symlink that leads nowhere (None for anything else)."""
+    if not path.is_symlink() or path.exists():
+        return None
+    try:
+        path.resolve(strict=True)
+    except FileNotFoundError:
+        return f"a symlink to {os.readlink(path)}, which does not exist: fix or delete the link."
+    except (OSError, RuntimeError):  # ELOOP; Python 3.11 raises RuntimeError("Symlink loop ...")
+        return "a symlink loop (it leads back to itself): fix or delete the link."
+    return f"a symlink that cannot be followed ({os.readlink(path)}): fix or delete the link."
+
+
+def batches(items: Iterator[tuple[Path, str | None]], size: int) -> Iterator[list[tuple[Path, str | None]]]:
+    batch: list[tuple[Path, str | None]] = []
+    for item in items:
+        batch.append(item)
         if len(batch) == size:
             yield batch
             batch = []
@@ -76,33 +96,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    names = [name for name in args.checkpoint.split(",") if name]
     try:
-        model = load_ensemble([name for name in args.checkpoint.split(",") if name], args.device)
-    except (CheckpointError, ValueError) as error:
-        print(f"lenet-predict: {error}", file=sys.stderr)
+        model = load_ensemble(names, args.device)
+    except (CheckpointError, ValueError, TypeError, RuntimeError) as error:  # one line, never a traceback
+        detail = str(error)
+        if not isinstance(error, CheckpointError):  # a failure the checks before building did not foresee
+            detail = f"{', '.join(names)} cannot be used ({error}): use a checkpoint written by `python train.py`."
+        print(f"lenet-predict: {detail}", file=sys.stderr)
         return 2
 
     failures = 0
     for batch in batches(image_paths(args.images), args.batch_size):
-        prepared: dict[Path, torch.Tensor] = {}
-        errors: dict[Path, ImageError] = {}
-        for path in batch:
+        results: list[torch.Tensor | str] = []  # the prepared image, or why there is none
+        for path, problem in batch:
             try:
-                prepared[path] = prepare_image(path)
+                results.append(problem or prepare_image(path))
             except ImageError as error:
-                errors[path] = error
-        predictions = dict(zip(prepared, predict_tensors(model, list(prepared.values()))))
-        for path in batch:  # in the order given
-            if path in errors:
+                results.append(str(error))
+        predictions = iter(predict_tensors(model, [r for r in results if isinstance(r, torch.Tensor)]))
+        for (path, _), result in zip(batch, results):  # in the order given
+            if isinstance(result, str):
                 failures += 1
-                print(f"lenet-predict: {path}: {errors[path]}", file=sys.stderr)
+                print(f"lenet-predict: {path}: {result}", file=sys.stderr)
                 if args.json:
-                    print(json.dumps({"path": str(path), "error": str(errors[path])}))
+                    print(json.dumps({"path": str(path), "error": result}))
             else:
-                print(format_line(path, predictions[path], args.top_k, args.json))
+                print(format_line(path, next(predictions), args.top_k, args.json))
         sys.stdout.flush()
     if failures:
-        print(f"lenet-predict: {failures} file(s) could not be predicted (see above)", file=sys.stderr)
+        print(f"lenet-predict: {failures} input(s) could not be predicted (see above)", file=sys.stderr)
     return 1 if failures else 0
 
 

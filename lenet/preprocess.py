@@ -24,6 +24,7 @@ DIGIT_BOX = 20  # MNIST's digits fill a 20x20 box ...
 FIELD = 28  # ... centred by mass in a 28x28 field
 MAX_PIXELS = 50_000_000  # refuse larger images (decompression bombs); a 48 MP phone photo still fits
 WORK_SIDE = 1024  # larger images are shrunk first: a digit needs no more to end up 20 px high
+BAND_BLOCKS = 64  # large images are shrunk a band of this many output rows at a time (bounded extra memory)
 MIN_CONTRAST = 0.15  # ink must differ from the background by this much (of full scale) to count
 INK_LEVEL = 0.5  # a pixel is ink when it is at least half as bright as the brightest ink
 MIN_PART = 0.1  # ink blobs under this share of the largest blob's mass are specks, not strokes
@@ -54,7 +55,11 @@ class NoDigitError(ImageError):
 
 
 def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """A fully decoded PIL image (first frame, EXIF rotation applied) from a path, bytes or image."""
+    """A decoded PIL image (first frame, EXIF rotation applied) from a path, bytes or image.
+
+    JPEGs larger than needed are decoded at 1/2, 1/4 or 1/8 scale (libjpeg's own reduced decoding),
+    so a 48 MP photo costs about as much memory as a 3 MP one.
+    """
     if isinstance(source, Image.Image):
         image, name = source, "the image"
     else:
@@ -85,8 +90,16 @@ def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
         )
     try:
         image.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
+        scale = _reduction(image.size)
+        if scale >= 2 and image.format == "JPEG":
+            image.draft(image.mode, (width // scale, height // scale))  # at least WORK_SIDE on the longer side
         image.load()
-        return ImageOps.exif_transpose(image)  # phone photos are stored sideways with an EXIF rotation
+        # Phone photos are stored sideways with an EXIF rotation. Rotating in place spares a second
+        # full-size copy; an image the caller passed in is left as it was.
+        if isinstance(source, Image.Image):
+            return ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)
+        return image
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError(
             f"{name} is damaged or truncated and cannot be decoded ({error}): save or upload it again."
@@ -95,18 +108,22 @@ def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
 
 def grey_levels(image: Image.Image) -> np.ndarray:
     """Any mode -> float32 (H, W) grey levels in [0, 1], transparency composited, large images shrunk."""
-    if image.mode in ("P", "PA"):
-        image = image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
-    elif image.mode in ("RGBa", "La"):  # premultiplied alpha
-        image = image.convert(image.mode[:-1] + "A")
-    elif image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        return _shrink(_high_depth_grey(image))
-    elif image.mode not in ("L", "LA", "RGB", "RGBA"):  # 1, CMYK, YCbCr, LAB, HSV
-        image = image.convert("RGB")
-
-    factor = -(-max(image.size) // WORK_SIDE)  # ceil: whole-number box averaging, cheap on 8-bit images
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        return _high_depth_grey(image)
+    mode = image.mode
+    if mode in ("P", "PA"):  # palette indices cannot be averaged: their colours can
+        mode = "RGBA" if "transparency" in image.info or mode == "PA" else "RGB"
+    elif mode == "1":
+        mode = "L"
+    factor = _reduction(image.size)
     if factor > 1:
-        image = image.reduce(factor)
+        image = _reduce(image, factor, mode)
+    elif mode != image.mode:
+        image = image.convert(mode)
+    if image.mode in ("RGBa", "La"):  # premultiplied alpha
+        image = image.convert(image.mode[:-1] + "A")
+    elif image.mode not in ("L", "LA", "RGB", "RGBA"):  # CMYK, YCbCr, LAB, HSV
+        image = image.convert("RGB")
     alpha = np.asarray(image.getchannel("A"), np.float32) / 255 if image.mode in ("LA", "RGBA") else None
     grey = np.asarray(image.convert("L"), np.float32) / 255  # ITU-R 601 luma, as Pillow computes it
     if alpha is None or alpha.min() == 1:
@@ -118,21 +135,55 @@ def grey_levels(image: Image.Image) -> np.ndarray:
 
 
 def _high_depth_grey(image: Image.Image) -> np.ndarray:
-    """16-bit, 32-bit integer and float images: scaled by their bit depth (floats by their range)."""
-    values = np.asarray(image, dtype=np.float32)
+    """16-bit, 32-bit integer and float images: shrunk, then scaled by their bit depth (floats by their range)."""
+    # Averaged in float64, a band of rows at a time: Pillow cannot reduce 16-bit images, its float
+    # sums overflow near float32's limit, and numpy would copy a whole 16-bit image twice.
+    factor, (width, height) = _reduction(image.size), image.size
+    band = BAND_BLOCKS * factor
+    values = np.concatenate(
+        [_block_mean(np.asarray(image.crop((0, top, width, min(top + band, height))), np.float64), factor)
+         for top in range(0, height, band)]
+    )
+    if not np.isfinite(values).all():  # NaN or infinity survive the averaging above, so none is missed
+        raise ImageError(
+            "the image holds NaN or infinite pixel values (a float TIFF?): replace them with finite values, "
+            "or save the image as an 8-bit PNG."
+        )
     if image.mode == "F":
         low, high = float(values.min()), float(values.max())
         scale = (0.0, 1.0) if low >= 0 and high <= 1 else (low, max(high - low, 1e-6))
-        return (values - scale[0]) / scale[1]
-    return np.clip(values / 65535, 0, 1)  # I;16 and the I mode Pillow opens 16-bit PNGs as
+        return ((values - scale[0]) / scale[1]).astype(np.float32)
+    return np.clip(values / 65535, 0, 1).astype(np.float32)  # I;16 and the I mode Pillow opens 16-bit PNGs as
 
 
-def _shrink(grey: np.ndarray) -> np.ndarray:
-    factor = max(grey.shape) / WORK_SIDE
-    if factor <= 1:
-        return grey
-    size = (round(grey.shape[1] / factor), round(grey.shape[0] / factor))
-    return np.asarray(Image.fromarray(grey).resize(size, Image.Resampling.BOX), np.float32)
+def _block_mean(values: np.ndarray, factor: int) -> np.ndarray:
+    """Means of factor x factor blocks (those at the right and bottom edges over the pixels they hold)."""
+    if factor == 1:
+        return values
+    starts = [np.arange(0, size, factor) for size in values.shape]
+    sums = np.add.reduceat(np.add.reduceat(values, starts[0], axis=0), starts[1], axis=1)
+    counts = [np.diff(np.append(start, size)) for start, size in zip(starts, values.shape)]
+    return sums / np.outer(*counts)
+
+
+def _reduce(image: Image.Image, factor: int, mode: str) -> Image.Image:
+    """`image` in `mode`, box-averaged by `factor`, a band of rows at a time.
+
+    Converting a palette image, or reducing one with alpha (Pillow premultiplies it first), would
+    otherwise make a second full-size copy: 200 MB more for a 7000x7000 transparent PNG.
+    """
+    width, height = image.size
+    reduced = Image.new(mode, (-(-width // factor), -(-height // factor)))
+    band = BAND_BLOCKS * factor  # rows: a multiple of the factor, so the bands' blocks are the whole image's
+    for top in range(0, height, band):
+        part = image.crop((0, top, width, min(top + band, height)))
+        reduced.paste((part if part.mode == mode else part.convert(mode)).reduce(factor), (0, top // factor))
+    return reduced
+
+
+def _reduction(size: tuple[int, int]) -> int:
+    """The whole-number factor that brings the longer side to at most WORK_SIDE (a digit needs no more)."""
+    return -(-max(size) // WORK_SIDE)
 
 
 # ----------------------------------------------------------------------------- finding the ink

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -72,7 +73,37 @@ def test_unreadable_files_are_reported_and_the_rest_predicted(trained_run, image
     assert records[1]["digit"] == labels["digit01.jpg"]
     assert "not an image file" in records[0]["error"] and "no digit found" in records[2]["error"]
     assert "cannot be read" in records[3]["error"]
-    assert "3 file(s) could not be predicted" in captured.err
+    assert "3 input(s) could not be predicted" in captured.err
+
+
+def test_broken_links_empty_directories_and_bad_floats_are_reported_one_line_each(trained_run, image_dir, tmp_path, capsys):
+    folder, labels = image_dir
+    mixed, empty = tmp_path / "mixed", tmp_path / "empty"
+    mixed.mkdir(), empty.mkdir()
+    (mixed / "good.png").write_bytes((folder / "digit00.png").read_bytes())
+    (mixed / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (mixed / "loop_a.png").symlink_to(mixed / "loop_b.png")
+    (mixed / "loop_b.png").symlink_to(mixed / "loop_a.png")
+    (mixed / "notes.txt").write_text("not an image: ignored, as before")
+    nan = np.zeros((64, 64), np.float32)
+    nan[10:50, 30:34], nan[0, 0] = 1, np.nan
+    Image.fromarray(nan, "F").save(mixed / "nan.tiff")
+    status = main([str(trained_run), str(mixed), str(empty)])
+    captured = capsys.readouterr()
+    assert status == 1
+    [predicted] = captured.out.splitlines()  # the one good image, predicted despite the rest
+    assert predicted.startswith(f"{mixed / 'good.png'}: {labels['digit00.png']} (")
+    problems = captured.err.splitlines()
+    assert problems[:5] == [
+        f"lenet-predict: {mixed / 'dangling.png'}: a symlink to {tmp_path / 'gone.png'}, which does not exist: fix or delete the link.",
+        f"lenet-predict: {mixed / 'loop_a.png'}: a symlink loop (it leads back to itself): fix or delete the link.",
+        f"lenet-predict: {mixed / 'loop_b.png'}: a symlink loop (it leads back to itself): fix or delete the link.",
+        f"lenet-predict: {mixed / 'nan.tiff'}: the image holds NaN or infinite pixel values (a float TIFF?): replace them "
+        "with finite values, or save the image as an 8-bit PNG.",
+        f"lenet-predict: {empty}: the directory holds no image files (.bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp): "
+        "nothing to predict there.",
+    ]
+    assert problems[5:] == ["lenet-predict: 5 input(s) could not be predicted (see above)"]
 
 
 def test_bad_checkpoint_and_options(tmp_path, image_dir, capsys):

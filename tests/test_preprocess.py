@@ -178,6 +178,36 @@ def test_transparent_background_either_ink_colour(seven, seven_prepared, ink_col
     assert mean_abs(prepare_image(encode(image, "PNG")), seven_prepared) < SAME, backdrop
 
 
+@pytest.mark.parametrize("mode, file_format", [("RGBA", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("I;16", "PNG"), ("F", "TIFF"),
+                                               ("RGB", "JPEG"), ("CMYK", "TIFF"), ("1", "PNG")])
+def test_large_images_shrunk_on_reading_give_the_same_digit(seven, seven_prepared, mode, file_format):
+    """A 2600x3000 page: JPEG decoded at reduced scale, the others box-averaged band by band."""
+    paper = on_paper(seven, 40, (3000, 2600), (700, 900))
+    if mode in ("RGBA", "LA"):  # ink only where it is opaque: the compositing path too
+        ink = Image.fromarray(255 - np.asarray(paper))
+        image = Image.merge(mode, [Image.new("L", paper.size, 0)] * (len(mode) - 1) + [ink])
+    else:
+        image = as_mode(paper, mode)
+    data = encode(image, file_format, **({"quality": 95} if file_format == "JPEG" else {}))
+    assert mean_abs(prepare_image(data), seven_prepared) < (SAME_LOSSY if mode in ("1", "RGB") else SAME)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("side", [64, 3000])  # read as it is, and shrunk first
+def test_non_finite_float_pixels_are_a_bad_image(value, side):
+    pixels = np.zeros((side, side), np.float32)
+    pixels[side // 4 : 3 * side // 4, side // 2 : side // 2 + side // 10] = 1.0
+    pixels[-1, -1] = value  # one pixel, in the last (partial) block
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        prepare_image(encode(Image.fromarray(pixels, "F"), "TIFF"))
+
+
+def test_extreme_finite_floats_are_scaled_not_refused(seven, seven_prepared):
+    paper = np.asarray(on_paper(seven, 40, (3000, 2600), (700, 900)), np.float64)
+    extreme = ((paper / 255) * 6e38 - 3e38).astype(np.float32)  # float32's whole range: sums would overflow
+    assert mean_abs(prepare_image(Image.fromarray(extreme, "F")), seven_prepared) < SAME
+
+
 def test_animated_gif_uses_the_first_frame(seven, seven_prepared):
     first = on_paper(seven, 2, (100, 100), (20, 20))
     data = io.BytesIO()

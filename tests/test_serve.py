@@ -41,12 +41,18 @@ def digits(mnist_test) -> list[tuple[bytes, int]]:
     return [(user_digit(mnist_test, i), int(mnist_test[1][i])) for i in range(10)]
 
 
-def assert_prediction(body: dict, digit: int) -> None:
+def assert_prediction(body: dict, digit: int, preview: bool = False) -> None:
     assert body["digit"] == digit
     assert len(body["probs"]) == 10 and sum(body["probs"]) == pytest.approx(1, abs=1e-4)
     assert body["confidence"] == pytest.approx(max(body["probs"]), abs=1e-5)
-    preview = Image.open(io.BytesIO(base64.b64decode(body["preprocessed_png"])))
-    assert preview.size == (28, 28) and preview.mode == "L"
+    runner_up = sorted(range(10), key=lambda d: -body["probs"][d])[1]
+    assert body["runner_up"] == runner_up and body["runner_up_confidence"] == pytest.approx(body["probs"][runner_up], abs=1e-5)
+    assert body["unsure"] == (body["confidence"] < 0.5)
+    # The 28x28 view is encoded only when asked for.
+    assert ("preprocessed_png" in body) == preview
+    if preview:
+        image = Image.open(io.BytesIO(base64.b64decode(body["preprocessed_png"])))
+        assert image.size == (28, 28) and image.mode == "L"
 
 
 # ----------------------------------------------------------------------------- good requests
@@ -60,15 +66,23 @@ def test_multipart_upload(client, digits):
         correct += response.json()["digit"] == label
     assert correct >= 9  # a one-epoch model, on user-like images
     assert_prediction(response.json(), response.json()["digit"])
+    data, label = digits[0]
+    response = client.post("/predict?preview=true", files={"file": ("digit.png", data, "image/png")})
+    assert_prediction(response.json(), label, preview=True)
 
 
 def test_json_base64_and_data_url(client, digits):
     data, label = digits[0]
     encoded = base64.b64encode(data).decode()
-    for image in (encoded, f"data:image/png;base64,{encoded}"):
+    wrapped = base64.encodebytes(data).decode()  # 76 columns, as the `base64` tool prints it
+    url_safe = base64.urlsafe_b64encode(data).decode().rstrip("=")
+    assert "\n" in wrapped and ("-" in url_safe or "_" in url_safe)
+    for image in (encoded, f"data:image/png;base64,{encoded}", wrapped, url_safe):
         response = client.post("/predict", json={"image": image})
         assert response.status_code == 200, response.text
         assert_prediction(response.json(), label)
+    response = client.post("/predict?preview=true", json={"image": encoded})
+    assert_prediction(response.json(), label, preview=True)
 
 
 def test_batch_multipart_and_json_keep_order_and_per_image_errors(client, digits):
@@ -89,13 +103,24 @@ def test_batch_multipart_and_json_keep_order_and_per_image_errors(client, digits
 def test_health_page_and_docs(client, trained_run):
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and str(trained_run) in health["checkpoint"]
+    assert health["checkpoints"] == [health["checkpoint"]] and health["unsure_below"] == 0.5
     page = client.get("/")
     assert page.status_code == 200 and '<canvas id="pad"' in page.text
     assert client.get("/static/app.js").status_code == 200
+    # FastAPI writes the schema from the typed parameters: both body types of each endpoint.
     schema = client.get("/openapi.json").json()
     assert {"/predict", "/predict/batch", "/healthz"} <= set(schema["paths"])
-    assert "multipart/form-data" in schema["paths"]["/predict"]["post"]["requestBody"]["content"]
-    assert client.get("/docs").status_code == 200
+    for path, field in (("/predict", "image"), ("/predict/batch", "images")):
+        operation = schema["paths"][path]["post"]
+        assert set(operation["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
+        assert {"200", "400", "413", "415", "422", "503"} <= set(operation["responses"])
+        assert "preview" in [parameter["name"] for parameter in operation["parameters"]]
+    assert "image" in schema["components"]["schemas"]["ImageIn"]["properties"]
+    # Swagger UI without internet: its script and styles are served here, not from a CDN.
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text and "cdn" not in docs.text
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
 
 
 # ----------------------------------------------------------------------------- bad requests
@@ -126,14 +151,17 @@ def bad_requests(digit_png: bytes) -> dict[str, tuple[dict, int, str, str]]:
         "body over the limit": ({"json": {"image": base64.b64encode(huge).decode()}}, 413, "request_too_large", "limit"),
         "decompression bomb": (as_file(bomb_png()), 413, "image_too_large", "pixels"),
         "blank image": (as_file(png_of(Image.new("RGB", (200, 200), "white"))), 422, "no_digit", "no digit found"),
-        "wrong field name": ({"files": {"image": ("x.png", digit_png, "image/png")}}, 400, "bad_request", "no field 'file'"),
+        "wrong field name": ({"files": {"image": ("x.png", digit_png, "image/png")}}, 400, "bad_request", "file: Field required"),
+        "two files": ({"files": [("file", ("x.png", digit_png, "image/png"))] * 2}, 413, "request_too_large", "too many images"),
         "text instead of a file": ({"files": {"file": (None, b"hello")}}, 400, "bad_request", "file upload"),
         "form without multipart": ({"data": {"file": "hello"}}, 415, "unsupported_media_type", "multipart"),
         "wrong content type": ({"content": digit_png, "headers": {"content-type": "image/png"}}, 415, "unsupported_media_type", "multipart"),
         "no content type": ({"content": digit_png}, 415, "unsupported_media_type", "multipart"),
         "invalid JSON": ({"content": b"{oops", "headers": {"content-type": "application/json"}}, 400, "bad_request", "not valid JSON"),
-        "JSON without image": ({"json": {"picture": "abc"}}, 400, "bad_request", "'image'"),
+        "JSON without image": ({"json": {"picture": "abc"}}, 400, "bad_request", "image: Field required"),
+        "image not a string": ({"json": {"image": 7}}, 400, "bad_request", "image: Input should be a valid string"),
         "bad base64": ({"json": {"image": "***"}}, 400, "bad_request", "base64"),
+        "bad preview flag": ({"json": {"image": "QUJD"}, "params": {"preview": "perhaps"}}, 400, "bad_request", "preview"),
     }
 
 
@@ -152,10 +180,22 @@ def test_batch_limits(client, digits):
     response = client.post("/predict/batch", json={"images": []})
     assert response.status_code == 400
     response = client.post("/predict/batch", files={"file": ("x.png", digits[0][0], "image/png")})
-    assert response.status_code == 400 and "'files'" in response.json()["detail"]
-    tiny = base64.b64encode(png_of(Image.new("L", (1, 1)))).decode()
-    response = client.post("/predict/batch", json={"images": [tiny] * 65})
+    assert response.status_code == 400 and "files: Field required" in response.json()["detail"]
+    # Too many images is 413 whichever way they come.
+    tiny = png_of(Image.new("L", (1, 1)))
+    response = client.post("/predict/batch", json={"images": [base64.b64encode(tiny).decode()] * 65})
     assert response.status_code == 413 and "65 images" in response.json()["detail"]
+    response = client.post("/predict/batch", files=[("files", (f"{i}.png", tiny, "image/png")) for i in range(65)])
+    assert response.status_code == 413 and "at most 64" in response.json()["detail"]
+
+
+def test_ensemble_and_unsure_threshold(trained_run, digits):
+    data, label = digits[0]
+    with TestClient(create_app([trained_run, trained_run], unsure_below=1.0)) as ensemble:
+        health = ensemble.get("/healthz").json()
+        assert len(health["checkpoints"]) == 2 and health["unsure_below"] == 1.0
+        body = ensemble.post("/predict", files={"file": ("x.png", data, "image/png")}).json()
+    assert body["digit"] == label and body["unsure"]  # every answer is below a threshold of 1
 
 
 def test_missing_checkpoint_fails_at_startup(tmp_path):
