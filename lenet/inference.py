@@ -164,6 +164,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         _check_hparams(hparams, checkpoint.get("datamodule_hyper_parameters") or {})
     except NotAllowedError as error:
         raise CheckpointError(f"{path}: {error}") from error
+    except ValueError as error:  # an unknown dataset: nothing the user can choose for a checkpoint
+        raise CheckpointError(f"{path} was trained on data this project does not know ({error}): not a lenet checkpoint.") from error
     return checkpoint
 
 
@@ -190,23 +192,41 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     checkpoint = read_checkpoint(checkpoint_path)
     hparams = dict(checkpoint["hyper_parameters"])
     data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
-    try:
-        mean, std = dataset_stats(data_hparams.get("dataset", "mnist"))
-        net = build(hparams["net"], "network", "hyper_parameters.net")
-    except (ValueError, TypeError) as error:
-        raise CheckpointError(f"{checkpoint_path}: {error}") from error
     # The LightningModule keeps the network under `net.`; the rest (metrics' state) is not needed here.
     weights = {key[len("net.") :]: value for key, value in checkpoint["state_dict"].items() if key.startswith("net.")}
-    try:
-        net.load_state_dict(weights, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"{checkpoint_path}: its weights do not fit the network it names ({hparams['net'].get('_target_')}; "
-            f"{str(error).splitlines()[0]}). The file is damaged or was edited: use another checkpoint."
-        ) from error
+    mean, std = dataset_stats(data_hparams.get("dataset", "mnist"))
+    net = _build_network(hparams["net"], weights, checkpoint_path)
     history = checkpoint.get("callbacks", {}).get("History", {}).get("epochs", [])
     net = net.to(device, memory_format=torch.channels_last).eval()
     return LoadedModel(net, mean, std, checkpoint_path, hparams, data_hparams, list(history))
+
+
+def _build_network(spec: Mapping[str, Any], weights: Mapping[str, Any], path: Path) -> nn.Module:
+    """The network `spec` names, with `weights` loaded strictly. It is first built on the meta device
+    (no memory), so arguments that do not match the stored weights (a crafted `num_classes: 10**8`
+    would allocate gigabytes) are refused before anything real is allocated."""
+    mismatch = "its weights do not fit the network it names"
+    try:
+        with torch.device("meta"):
+            shell = build(spec, "network", "hyper_parameters.net")
+        expected = {key: tuple(value.shape) for key, value in shell.state_dict().items()}
+        stored = {key: tuple(getattr(value, "shape", ())) for key, value in weights.items()}
+        if expected != stored:
+            differ = sorted(set(expected.items()) ^ set(stored.items()))[:2]
+            raise CheckpointError(
+                f"{path}: {mismatch} ({spec.get('_target_')}; first differences: {differ}). "
+                "The file is damaged or was edited: use another checkpoint."
+            )
+        net = build(spec, "network", "hyper_parameters.net")
+        net.load_state_dict(weights, strict=True)
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, RuntimeError) as error:  # arguments the network refuses, weights of another shape
+        raise CheckpointError(
+            f"{path}: {mismatch} ({spec.get('_target_')}: {str(error).strip().splitlines()[0][:200]}). "
+            "The file is damaged or was edited: use another checkpoint."
+        ) from error
+    return net
 
 
 def load_ensemble(paths: Sequence[str | Path], device: str | torch.device = "cpu") -> Model:

@@ -110,7 +110,7 @@ class PartiallyConnectedConv(nn.Module):
         self.register_buffer("in_index", torch.tensor([i for _, i in pairs]), persistent=False)
         self.weight = nn.Parameter(torch.empty(len(pairs), kernel_size, kernel_size))  # (60, 5, 5)
         self.bias = nn.Parameter(torch.empty(self.out_channels))
-        fan_in = torch.bincount(self.out_index).float() * kernel_size**2  # per output map
+        fan_in = torch.tensor([len(inputs) for inputs in connections], dtype=torch.float32) * kernel_size**2  # per output map
         _lecun_uniform(self.weight, fan_in[self.out_index].view(-1, 1, 1))
         _lecun_uniform(self.bias, fan_in)
 

@@ -145,3 +145,21 @@ def test_weights_that_do_not_fit_the_named_network_are_a_clear_error(trained_run
     with pytest.raises(CheckpointError, match="no `net` hyperparameters"):
         load_model(path)
 
+
+
+def test_network_arguments_that_do_not_fit_the_weights_are_refused_before_allocating(trained_run, tmp_path):
+    checkpoint = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["net"] = {"_target_": "lenet.models.LeNet5", "num_classes": 10**8}  # 34 GB of weights
+    path = tmp_path / "huge.ckpt"
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match="do not fit the network"):
+        load_model(path)
+    checkpoint["hyper_parameters"]["net"] = {"_target_": "lenet.models.LeNet5", "num_classes": -1}
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match="do not fit the network"):
+        load_model(path)
+    checkpoint["hyper_parameters"]["net"] = {"_target_": "lenet.models.LeNet5"}
+    checkpoint["datamodule_hyper_parameters"]["dataset"] = "cifar10"
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match="data this project does not know"):
+        load_model(path)
