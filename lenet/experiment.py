@@ -196,7 +196,8 @@ def _augmentation_name(spec: Any) -> str:
     if not spec:
         return "none"
     if spec.get("_target_", "").endswith(".Compose"):
-        return " + ".join(_augmentation_name(part) for part in spec.get("transforms", []))
+        parts = [_augmentation_name(part) for part in spec.get("transforms", [])]
+        return " + ".join(part for part in parts if part != "none") or "none"
     if spec.get("_target_", "").endswith(".RandomApply"):
-        return f"{_augmentation_name(spec.get('transform'))} (p={spec.get('p')})"
+        return f"{_augmentation_name(spec.get('transform'))} (p={spec.get('p')})" if spec.get("p") else "none"
     return _class_name(spec)

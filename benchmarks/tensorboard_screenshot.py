@@ -1,0 +1,60 @@
+"""Screenshot of TensorBoard's HPARAMS tab over a folder of runs, for README.
+
+    python benchmarks/tensorboard_screenshot.py LOGDIR [--out benchmarks/results/screenshots/tensorboard_hparams.png]
+
+Starts `tensorboard --logdir LOGDIR` on 127.0.0.1, opens the HPARAMS tab in headless Chromium
+(Debian's /usr/bin/chromium, else Playwright's own) and saves a 1800x700 screenshot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("logdir")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/screenshots/tensorboard_hparams.png"))
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", args.logdir, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        chromium = shutil.which("chromium")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium) if chromium else playwright.chromium.launch()
+            page = browser.new_page(viewport={"width": 1800, "height": 700})
+            for _ in range(60):  # TensorBoard takes a few seconds to read the event files
+                try:
+                    page.goto(f"http://127.0.0.1:{port}/#hparams", timeout=5000)
+                    break
+                except Exception:
+                    time.sleep(1)
+            page.wait_for_timeout(8000)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(args.out))
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
