@@ -14,7 +14,7 @@ from helpers import REPO
 
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```(?:bash|sh)\n(.*?)```", README, flags=re.S)
-LINES = [line.split("  #")[0].strip() for block in BLOCKS for line in block.splitlines()]
+LINES = [re.split(r"\s+#", line)[0].strip() for block in BLOCKS for line in block.splitlines()]
 TRAIN_COMMANDS = sorted({line for line in LINES if line.startswith("python train.py") and "<" not in line})
 SCRIPTS = sorted({line.split()[0] for line in LINES if line.startswith("lenet-")})
 

@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,10 +68,12 @@ def test_train_returns_the_validation_objective_not_test_accuracy(tiny_run):
         objective_value(compose_config(run_dir, ["optimized_metric=val_acc"]), metrics)
 
 
-def test_a_test_metric_as_objective_is_refused_before_training(tmp_path):
+def test_a_test_metric_as_objective_is_refused_before_training(tmp_path, capsys):
     cfg = compose_config(tmp_path, [*TINY, "optimized_metric=test/acc"])
-    with pytest.raises(ConfigError, match="optimized_metric=test/acc would tune .* test set"):
+    with pytest.raises(SystemExit) as exit_info:  # train.py reports user errors in one line, status 2
         train_module().main(cfg)
+    assert exit_info.value.code == 2
+    assert re.search(r"train.py: error: optimized_metric=test/acc would tune .* test set", capsys.readouterr().err)
     assert not (tmp_path / "metrics.json").exists()
 
 
