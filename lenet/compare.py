@@ -44,6 +44,15 @@ METRIC_COLUMNS = tuple(f"test/{name}" for name in SUMMARY_METRICS)
 COLUMNS = ("model", "kind", *METRIC_COLUMNS, "parameters", "fit_seconds", "inference_images_per_second", "recipe")
 
 
+def real_digit_columns(model: Any, sets: dict[str, Any] | None) -> dict[str, float]:
+    """Accuracy on each set of the real-digits benchmark (lenet.realdigits), as `real/<set>` columns."""
+    if not sets:
+        return {}
+    from lenet.realdigits import benchmark
+
+    return {f"real/{name}": round(score.accuracy, 4) for name, score in benchmark(model, sets).items()}
+
+
 def images_per_second(loaded, images: Tensor) -> float:
     started = time.perf_counter()
     loaded.predict_probs(images)
@@ -53,22 +62,31 @@ def images_per_second(loaded, images: Tensor) -> float:
 # ----------------------------------------------------------------------------- rows
 
 
-def network_row(run_dir: Path, name: str, recipe: str, test_images: Tensor) -> dict[str, Any]:
-    """A finished run's row: its metrics.json (what trainer.test scored), plus its inference speed."""
+def network_row(run_dir: Path, name: str, recipe: str, test_images: Tensor, sets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A finished run's row: its metrics.json (what trainer.test scored), its inference speed and its
+    accuracy on the real-digits sets."""
     from lenet.inference import load_model
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    speed = images_per_second(load_model(run_dir), test_images)
-    return {**metrics, "model": name, "kind": "network", "inference_images_per_second": speed, "recipe": recipe, "run_dir": str(run_dir)}
+    model = load_model(run_dir)
+    speed = images_per_second(model, test_images)
+    return {
+        **metrics, **real_digit_columns(model, sets), "model": name, "kind": "network",
+        "inference_images_per_second": speed, "recipe": recipe, "run_dir": str(run_dir),
+    }
 
 
-def ensemble_row(members: list[dict[str, Any]], name: str, test_images: Tensor, test_labels: Tensor) -> dict[str, Any]:
-    """The members' mean probabilities, scored on the test set; its fit time is the members' sum."""
+def ensemble_row(
+    members: list[dict[str, Any]], name: str, test_images: Tensor, test_labels: Tensor, sets: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The members' mean probabilities, scored on the test set and the real-digits sets; its fit time is the members' sum."""
     from lenet.ensemble import evaluate_ensemble
     from lenet.inference import load_ensemble
 
+    ensemble = load_ensemble([row["run_dir"] for row in members])
     return {
-        **evaluate_ensemble(load_ensemble([row["run_dir"] for row in members]), test_images, test_labels),
+        **evaluate_ensemble(ensemble, test_images, test_labels),
+        **real_digit_columns(ensemble, sets),
         "model": name,
         "kind": "ensemble",
         "fit_seconds": round(sum(row["fit_seconds"] for row in members), 2),
@@ -76,7 +94,7 @@ def ensemble_row(members: list[dict[str, Any]], name: str, test_images: Tensor, 
     }
 
 
-def sweep_rows(sweep_dir: Path, test_images: Tensor, test_labels: Tensor) -> Iterator[dict[str, Any]]:
+def sweep_rows(sweep_dir: Path, test_images: Tensor, test_labels: Tensor, sets: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
     """Every finished job of a Hydra multirun, then one ensemble per group of jobs that differ only in seed."""
     from lenet.sweep import collect  # the sweep summary's own reading of job folders
 
@@ -87,14 +105,14 @@ def sweep_rows(sweep_dir: Path, test_images: Tensor, test_labels: Tensor) -> Ite
         )
     groups: dict[str, list[dict[str, Any]]] = {}
     for job in jobs:
-        row = network_row(sweep_dir / job["job"], job["overrides"] or f"job {job['job']}", job["overrides"], test_images)
+        row = network_row(sweep_dir / job["job"], job["overrides"] or f"job {job['job']}", job["overrides"], test_images, sets)
         yield row
         recipe = [item for item in job["overrides"].split() if not item.startswith("seed=")]
         groups.setdefault(" ".join(recipe), []).append(row)
     for recipe, members in groups.items():
         if len(members) > 1:
             seeds = ", ".join(item[5:] for row in members for item in row["recipe"].split() if item.startswith("seed="))
-            yield ensemble_row(members, f"{recipe or 'defaults'}: ensemble of {len(members)} (seeds {seeds})", test_images, test_labels)
+            yield ensemble_row(members, f"{recipe or 'defaults'}: ensemble of {len(members)} (seeds {seeds})", test_images, test_labels, sets)
 
 
 def trained_rows(
@@ -105,6 +123,7 @@ def trained_rows(
     wanted: Callable[[str], bool],
     test_images: Tensor,
     test_labels: Tensor,
+    sets: dict[str, Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Train each preset like `python train.py experiment=PRESET OVERRIDES`; the CNN once per seed, then their ensemble."""
     from lenet.experiment import run
@@ -114,7 +133,7 @@ def trained_rows(
         print(f"[lenet-compare] training {name}: {' '.join(recipe)} -> {run_dir}", flush=True)
         # No progress bar: a comparison runs for many minutes, usually into a log file.
         run(load_config([*recipe, f"data.data_dir={data_dir}", "++trainer.enable_progress_bar=false"], run_dir=run_dir))
-        return network_row(run_dir, name, " ".join(recipe), test_images)
+        return network_row(run_dir, name, " ".join(recipe), test_images, sets)
 
     for name, (preset, extra) in NETWORKS.items():
         if wanted(name):
@@ -125,7 +144,7 @@ def trained_rows(
             cnn_rows.append(train(f"cnn (seed {seed})", CNN_PRESET, [f"seed={seed}", *overrides], runs_dir / f"{CNN_PRESET}_seed{seed}"))
             yield cnn_rows[-1]
         if len(cnn_rows) > 1:
-            yield ensemble_row(cnn_rows, f"cnn ensemble of {len(cnn_rows)} (seeds {', '.join(map(str, seeds))})", test_images, test_labels)
+            yield ensemble_row(cnn_rows, f"cnn ensemble of {len(cnn_rows)} (seeds {', '.join(map(str, seeds))})", test_images, test_labels, sets)
 
 
 def run_comparison(
@@ -137,21 +156,29 @@ def run_comparison(
     ensemble_seeds: Sequence[int] = (1, 2, 3),
     baseline_train_size: int | None = None,
     only: Sequence[str] | None = None,
+    real_digits: Sequence[str] | None = (),
+    real_limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """The networks (from a sweep, or trained here), their ensembles and the baselines; writes
-    comparison.{md,csv,png} into `out` after every model, so a long run keeps what it finished."""
+    comparison.{md,csv,png} into `out` after every model, so a long run keeps what it finished.
+    `real_digits` names sets of lenet.realdigits to add as columns (None: every set this machine can make)."""
     from lenet.baselines import fit_and_evaluate, load_data
 
     out.mkdir(parents=True, exist_ok=True)
     test_images, test_labels = test_split("mnist", data_dir)
     wanted = (lambda name: only is None or any(part in name for part in only))
+    sets = None
+    if real_digits is None or real_digits:
+        from lenet.realdigits import load_sets
+
+        sets = load_sets(real_digits, limit=real_limit, data_dir=data_dir, reference=False)
     if sweep_dir is not None:
         source = f"Networks: the finished jobs of the Hydra multirun `{sweep_dir}` (their overrides are the recipe)."
-        networks = sweep_rows(sweep_dir, test_images, test_labels)
+        networks = sweep_rows(sweep_dir, test_images, test_labels, sets)
     else:
         source = f"Overrides for every network: `{' '.join(overrides) or 'none'}`."
         runs_dir = runs_dir or Path("outputs") / "compare" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        networks = trained_rows(runs_dir, data_dir, overrides, ensemble_seeds, wanted, test_images, test_labels)
+        networks = trained_rows(runs_dir, data_dir, overrides, ensemble_seeds, wanted, test_images, test_labels, sets)
     rows: list[dict[str, Any]] = []
     for row in networks:
         rows.append(row)
@@ -163,7 +190,8 @@ def run_comparison(
         for name in baselines:
             print(f"[lenet-compare] fitting {name} on {len(data.train_y)} images", flush=True)
             result = fit_and_evaluate(name, data)
-            rows.append({**result, "model": name, "kind": "scikit-learn", "recipe": result["estimator"]})
+            fitted = result.pop("fitted")
+            rows.append({**result, **real_digit_columns(fitted, sets), "model": name, "kind": "scikit-learn", "recipe": result["estimator"]})
             write_outputs(rows, out, source, baseline_train_size)
 
     if not rows:
@@ -179,13 +207,19 @@ def model_names() -> list[str]:
 
 
 def write_outputs(rows: list[dict[str, Any]], out: Path, source: str, baseline_train_size: int | None) -> None:
+    real = real_columns(rows)
     with open(out / "comparison.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=[*COLUMNS[:-1], *real, COLUMNS[-1]], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     (out / "comparison.md").write_text(markdown(rows, source, baseline_train_size))
     save(comparison_figure(rows), out / "comparison.png")
     print(f"[lenet-compare] wrote {out / 'comparison.md'}, comparison.csv, comparison.png", flush=True)
+
+
+def real_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The `real/<set>` columns present, in the order they first appear."""
+    return list(dict.fromkeys(key for row in rows for key in row if key.startswith("real/")))
 
 
 def markdown(rows: list[dict[str, Any]], source: str, baseline_train_size: int | None) -> str:
@@ -204,15 +238,20 @@ def markdown(rows: list[dict[str, Any]], source: str, baseline_train_size: int |
         "",
         source,
         "",
-        "| model | kind | " + " | ".join(METRIC_LABELS[name] for name in SUMMARY_METRICS) + " | parameters | fit s | inference img/s | recipe |",
-        "|---" * (len(METRIC_COLUMNS) + 6) + "|",
+        "| model | kind | " + " | ".join(METRIC_LABELS[name] for name in SUMMARY_METRICS)
+        + "".join(f" | {key[5:]}" for key in real_columns(rows)) + " | parameters | fit s | inference img/s | recipe |",
+        "|---" * (len(METRIC_COLUMNS) + len(real_columns(rows)) + 6) + "|",
     ]
     for row in rows:
         metrics = " | ".join(f"{100 * row[k]:.2f}%" if k == "test/acc" else f"{row[k]:.4f}" for k in METRIC_COLUMNS)
+        real = "".join(f" | {100 * row[key]:.2f}%" if key in row else " | " for key in real_columns(rows))
         lines.append(
-            f"| {row['model']} | {row['kind']} | {metrics} | {row['parameters']:,} | {row['fit_seconds']:.0f} | "
+            f"| {row['model']} | {row['kind']} | {metrics}{real} | {row['parameters']:,} | {row['fit_seconds']:.0f} | "
             f"{row['inference_images_per_second']:,.0f} | `{row['recipe']}` |"
         )
+    if real_columns(rows):
+        lines += ["", "Real-digit columns: accuracy on the sets of `benchmarks/real_digits.py` (lenet.realdigits), read "
+                  "through `prepare_image`; baselines read the same prepared 28x28 images."]
     lines += ["", "![comparison](comparison.png)", ""]
     return "\n".join(lines)
 
@@ -232,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--baseline-train-size", type=int, default=None, help="fit baselines on this many train images (default: all 54,000)")
     parser.add_argument("--only", nargs="+", default=None, help=f"models whose name contains one of these words (sweeps: baselines only); names: {model_names()}")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="extra Hydra override for every network (repeatable)")
+    parser.add_argument("--real-digits", default="all", help="real-digits sets as extra columns: all, none, or names like usps,pen (default: all this machine can make)")
+    parser.add_argument("--real-limit", type=int, default=None, help="images per real-digits set (default: each set's full size)")
     args = parser.parse_args(argv)
 
     overrides = list(args.override)
@@ -240,8 +281,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if args.train_batches is not None:
         batches = int(args.train_batches) if args.train_batches >= 1 else args.train_batches
         overrides.append(f"++trainer.limit_train_batches={batches}")
+    real_digits = None if args.real_digits == "all" else [name for name in args.real_digits.split(",") if name and name != "none"]
     return run_comparison(
-        args.out, args.data_dir, args.from_sweep, args.runs_dir, overrides, args.ensemble_seeds, args.baseline_train_size, args.only
+        args.out, args.data_dir, args.from_sweep, args.runs_dir, overrides, args.ensemble_seeds, args.baseline_train_size,
+        args.only, real_digits, args.real_limit,
     )
 
 

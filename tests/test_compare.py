@@ -28,7 +28,10 @@ def test_compare_reads_a_sweep_and_adds_seed_ensembles_and_baselines(trained_run
     fake_job(sweep, "2", trained_run, ["experiment=fast", "model.optimizer.lr=0.1", "seed=1"])
     fake_job(sweep, "3", None, ["experiment=fast", "seed=3"])
     out = tmp_path / "comparison"
-    rows = main(["--from-sweep", str(sweep), "--out", str(out), "--data-dir", str(data_dir()), "--baseline-train-size", "500", "--only", "knn"])
+    rows = main([
+        "--from-sweep", str(sweep), "--out", str(out), "--data-dir", str(data_dir()), "--baseline-train-size", "500",
+        "--only", "knn", "--real-digits", "usps,binary_scan", "--real-limit", "100",
+    ])
 
     assert [(row["model"], row["kind"]) for row in rows] == [
         ("experiment=fast seed=1", "network"),
@@ -43,10 +46,17 @@ def test_compare_reads_a_sweep_and_adds_seed_ensembles_and_baselines(trained_run
     assert rows[0]["test/f1"] == trained["test/f1"] and rows[0]["fit_seconds"] == trained["fit_seconds"]
     assert rows[3]["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
     assert rows[3]["parameters"] == 2 * trained["parameters"] and rows[3]["fit_seconds"] == pytest.approx(2 * trained["fit_seconds"])
+    # Every model, networks, ensemble and baseline alike, gets the real-digits columns.
+    for row in rows:
+        assert 0.3 < row["real/usps"] <= 1.0 and 0.3 < row["real/binary_scan"] <= 1.0, row["model"]
+    assert rows[3]["real/usps"] == pytest.approx(rows[0]["real/usps"])  # two copies of one checkpoint
     with open(out / "comparison.csv") as f:
-        assert [row["model"] for row in csv.DictReader(f)] == [row["model"] for row in rows]
+        table = list(csv.DictReader(f))
+        assert [row["model"] for row in table] == [row["model"] for row in rows]
+        assert float(table[4]["real/usps"]) == rows[4]["real/usps"]
     markdown = (out / "comparison.md").read_text()
     assert f"Hydra multirun `{sweep}`" in markdown and "| experiment=fast: ensemble of 2 (seeds 1, 2) | ensemble |" in markdown
+    assert "| usps | binary_scan |" in markdown
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -63,7 +73,7 @@ def test_compare_runs_end_to_end_and_writes_its_three_files(tmp_path):
         "--out", str(out), "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data_dir()),
         "--epochs", "1", "--train-batches", "3", "--ensemble-seeds", "1", "2",
         "--baseline-train-size", "500", "--override", "++trainer.limit_val_batches=1",
-        "--only", "augmentation", "cnn", "knn",
+        "--only", "augmentation", "cnn", "knn", "--real-digits", "none",
     ])
     names = [row["model"] for row in rows]
     assert names == ["lenet5 + augmentation", "cnn (seed 1)", "cnn (seed 2)", "cnn ensemble of 2 (seeds 1, 2)", "knn"]
