@@ -65,9 +65,11 @@ def run(cfg: DictConfig, process_started: float | None = None) -> dict[str, Any]
     lets the run report its start-up time."""
     # Hydra builds whatever a `_target_` names: only the project's allow-list may be named.
     check_config_targets(OmegaConf.to_container(cfg, resolve=False))
-    if cfg.get("ckpt_path"):
-        read_checkpoint(cfg.ckpt_path)  # local files only, plain data only, allow-listed hyperparameters
     if cfg.train:
+        if cfg.get("ckpt_path"):
+            # Before Lightning resumes from it: local files only, plain data only, allow-listed
+            # hyperparameters (evaluation reads its checkpoint through load_model, which checks the same).
+            read_checkpoint(cfg.ckpt_path)
         return train(cfg, process_started)
     if not cfg.get("ckpt_path"):
         raise ConfigError("train=false evaluates a checkpoint: add ckpt_path=<run dir or .ckpt file>.")

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from lenet.datasets import dataset_stats, normalize
-from lenet.registry import NotAllowedError, build
+from lenet.registry import NotAllowedError, build, check_spec
 
 # Below this top probability a prediction is "unsure" and the runner-up is shown with it.
 UNSURE_BELOW = 0.5
@@ -170,8 +170,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _check_hparams(model: Mapping[str, Any], data: Mapping[str, Any]) -> None:
-    from lenet.registry import check_spec
-
     check_spec(model["net"], "network", "hyper_parameters.net")
     for key, family in (("optimizer", "optimizer"), ("scheduler", "scheduler")):
         if model.get(key):
