@@ -3,15 +3,11 @@
 Evaluate a checkpoint without training: `python train.py train=false ckpt_path=RUN_DIR_OR_CKPT`.
 """
 
-import time
-
-STARTED = time.perf_counter()  # start-up time (launch to first step) is reported in metrics.json
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
 # Registers the resolvers that name run and job folders (conf/hydra/default.yaml): ${pid:}, ${sweep_job:}.
-from lenet.sweep import check_objective, objective_value, set_threads  # noqa: E402
+from lenet.sweep import check_objective, objective_value, set_threads
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
@@ -23,7 +19,7 @@ def main(cfg: DictConfig) -> float | None:
     with one_line_errors("train.py"):  # a mistake is one line naming the key or file, not a traceback
         check_objective(cfg)  # a test metric as objective is refused before any training
         set_threads(cfg)
-        metrics = run(cfg, process_started=STARTED)
+        metrics = run(cfg)
         return objective_value(cfg, metrics)
 
 

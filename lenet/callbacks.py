@@ -1,8 +1,7 @@
-"""Training callbacks: per-epoch history (kept in checkpoints) and the start-up timer."""
+"""Training callback: per-epoch history, kept in checkpoints."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import lightning as L
@@ -36,14 +35,3 @@ class History(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.epochs = list(state_dict["epochs"])
 
-
-class StartupTimer(L.Callback):
-    """Seconds from process start (`started`, a time.perf_counter() value) to the first training step."""
-
-    def __init__(self, started: float) -> None:
-        self.started = started
-        self.seconds: float | None = None
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        if self.seconds is None:
-            self.seconds = time.perf_counter() - self.started

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,10 +17,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
-
-def default_run_dir() -> Path:
-    """outputs/<date>/<time>_<pid>, the layout of `python train.py` runs (conf/hydra/default.yaml)."""
-    return Path("outputs") / time.strftime("%Y-%m-%d") / f"{time.strftime('%H-%M-%S')}_{os.getpid()}"
+# ${pid:} in run and sweep folder names (conf/hydra/default.yaml). Cached, so that every job of a sweep
+# sees the launching process's id: Hydra copies resolver caches into each job's config, and a joblib or
+# submitit job runs in a process of its own.
+OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
 
 
 def to_plain(spec: Any) -> Any:
@@ -35,15 +34,16 @@ def to_plain(spec: Any) -> Any:
 
 
 def load_config(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> DictConfig:
-    """conf/train.yaml with command-line style overrides, everything the run writes going to run_dir."""
+    """conf/train.yaml with command-line style overrides, everything the run writes going to run_dir
+    (default: the folder `python train.py` would use, from conf/hydra/default.yaml)."""
     if not (CONFIG_DIR / "train.yaml").is_file():
         raise FileNotFoundError(
             f"{CONFIG_DIR / 'train.yaml'} is missing: load_config needs the repository's conf/ folder, "
             "so install the project from its checkout (pip install -e .)."
         )
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"run_dir={run_dir}", *overrides])
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
     with open_dict(cfg):
-        cfg.pop("hydra", None)  # Hydra's own settings only mean something under @hydra.main
+        cfg.run_dir = str(run_dir if run_dir is not None else cfg.hydra.run.dir)
+        cfg.pop("hydra")  # Hydra's own settings only mean something under @hydra.main
     return cfg

@@ -19,14 +19,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+import lenet.config  # noqa: F401  registers ${pid:}, which names run and sweep folders
+
 DEFAULT_OBJECTIVE = "best_val_acc"
 TEST_PREFIX = "test/"  # the official test set: reported, never optimised
 COLUMNS = ("test/acc", "test/precision", "test/recall", "test/f1", "fit_seconds", "epochs")
-
-# Run and sweep folder names (conf/hydra/default.yaml). Cached, so that every job of a sweep sees the
-# launching process's id: Hydra copies resolver caches into each job's config, and a joblib or
-# submitit job runs in a process of its own.
-OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
 
 # A sweep run again into the same folder (an Optuna study resumed from its storage) numbers its jobs
 # after the folders already there, instead of overwriting them from 0, and moves its sampler's seed on

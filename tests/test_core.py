@@ -90,3 +90,16 @@ def test_user_original_experiment_builds_the_users_recipe(tmp_path):
     datamodule = instantiate(cfg.data, _recursive_=False)
     assert len(datamodule.train_dataloader()) == 844  # ceil(54,000 / 64)
     assert instantiate(cfg.trainer).max_epochs == 5
+
+
+def test_load_config_names_the_run_folder_as_train_py_does():
+    """One home for the run-folder layout: conf/hydra/default.yaml, read by train.py and load_config alike."""
+    import os
+    import re
+
+    from lenet.config import load_config
+
+    cfg = load_config(["trainer.max_epochs=1"])
+    assert re.fullmatch(rf"outputs/\d{{4}}-\d\d-\d\d/\d\d-\d\d-\d\d_{os.getpid()}", cfg.run_dir)
+    assert cfg.trainer.default_root_dir == cfg.run_dir and "hydra" not in cfg
+    assert load_config([], run_dir="elsewhere").callbacks.checkpoint.dirpath == "elsewhere/checkpoints"
