@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lenet.callbacks import History, StartupTimer
+from lenet.callbacks import History
 from lenet.data import MNISTDataModule
 from lenet.evaluation import Evaluation, evaluate, score
 from lenet.inference import load_model, read_checkpoint
@@ -60,9 +61,8 @@ def _is_user_error(error: BaseException) -> bool:
     return isinstance(error, (ValueError, TypeError, FileNotFoundError, DataError))
 
 
-def run(cfg: DictConfig, process_started: float | None = None) -> dict[str, Any]:
-    """Train (and test) or evaluate, as cfg.train says; `process_started` (perf_counter at launch)
-    lets the run report its start-up time."""
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train (and test) or evaluate, as cfg.train says."""
     # Hydra builds whatever a `_target_` names: only the project's allow-list may be named.
     check_config_targets(OmegaConf.to_container(cfg, resolve=False))
     if cfg.train:
@@ -70,26 +70,27 @@ def run(cfg: DictConfig, process_started: float | None = None) -> dict[str, Any]
             # Before Lightning resumes from it: local files only, plain data only, allow-listed
             # hyperparameters (evaluation reads its checkpoint through load_model, which checks the same).
             read_checkpoint(cfg.ckpt_path)
-        return train(cfg, process_started)
+        return train(cfg)
     if not cfg.get("ckpt_path"):
         raise ConfigError("train=false evaluates a checkpoint: add ckpt_path=<run dir or .ckpt file>.")
     return evaluate_checkpoint(cfg)
 
 
-def train(cfg: DictConfig, process_started: float | None = None) -> dict[str, Any]:
+def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
+    # trainer.deterministic keeps deterministic kernels; filling every new tensor with NaN (a debugging
+    # aid that comes with them) only finds reads of uninitialised memory and cost 10-25% of fit time.
+    torch.utils.deterministic.fill_uninitialized_memory = False
     run_dir = Path(cfg.run_dir)
     datamodule: MNISTDataModule = instantiate(cfg.data, _recursive_=False)
     model = instantiate(cfg.model, _recursive_=False)
     callbacks = [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
-    startup = StartupTimer(process_started if process_started is not None else time.perf_counter())
-    callbacks.append(startup)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     # Lightning writes checkpoints through an fsspec transaction (a temporary file moved into place):
     # a run killed mid-save keeps its previous checkpoint (tests/test_training.py kills one mid-write).
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
-    started = time.perf_counter()
+    fit_started_at, started = time.time(), time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     fit_seconds = time.perf_counter() - started
 
@@ -98,7 +99,9 @@ def train(cfg: DictConfig, process_started: float | None = None) -> dict[str, An
     best = checkpointing.best_model_path or checkpointing.last_model_path
     # The whole run's history, copied before trainer.test restores best.ckpt's (shorter) one into History.
     history = list(next((cb.epochs for cb in callbacks if isinstance(cb, History)), []))
+    started = time.perf_counter()
     trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
+    test_seconds = time.perf_counter() - started
     if not trainer.is_global_zero:  # DDP: rank 0 alone writes the report
         return {}
 
@@ -106,17 +109,18 @@ def train(cfg: DictConfig, process_started: float | None = None) -> dict[str, An
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "fit_seconds": round(fit_seconds, 2),
+        "test_seconds": round(test_seconds, 2),
+        "fit_started_at": round(fit_started_at, 3),  # Unix time: start-up is the time from launch to here
         "parameters": count_parameters(model.net),
         "best_checkpoint": str(Path(best).resolve()),
         "best_val_acc": float(checkpointing.best_model_score) if checkpointing.best_model_score is not None else None,
         "world_size": trainer.world_size,
-        "startup_seconds": round(startup.seconds, 2) if startup.seconds is not None else None,
     }
     tensorboard = logger.experiment if logger else None
     # The report is made from what trainer.test predicted: one source for the test metrics.
     evaluation = score(*model.test_outputs)
     settings = recipe(model.hparams, datamodule.hparams, epochs=trainer.current_epoch, seed=cfg.seed)
-    metrics = _report(evaluation, datamodule, run_dir, history, facts, tensorboard, trainer.global_step, settings)
+    metrics = _report(evaluation, datamodule, run_dir, history, facts, tensorboard, trainer.global_step, settings, cfg.figures)
     if logger:
         test_loss = trainer.callback_metrics.get("test/loss")
         results = {**metrics, "test/loss": float(test_loss) if test_loss is not None else None}
@@ -149,7 +153,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     images, labels = datamodule.splits["test"]
     evaluation = evaluate(loaded, images, labels)
     settings = recipe(loaded.model_hparams, loaded.data_hparams, epochs=len(loaded.history))
-    metrics = _report(evaluation, datamodule, run_dir, loaded.history, facts, tensorboard, 0, settings)
+    metrics = _report(evaluation, datamodule, run_dir, loaded.history, facts, tensorboard, 0, settings, cfg.figures)
     if tensorboard is not None:
         for key in (f"test/{name}" for name in SUMMARY_METRICS):
             tensorboard.add_scalar(key, metrics[key])
@@ -157,11 +161,12 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def _report(evaluation: Evaluation, datamodule, run_dir, history, facts, tensorboard, step, settings) -> dict[str, Any]:
+def _report(evaluation: Evaluation, datamodule, run_dir, history, facts, tensorboard, step, settings, figures) -> dict[str, Any]:
     images, _ = datamodule.splits["test"]
     return write_evaluation_report(
         evaluation, images, run_dir, history, facts, tensorboard,
         title=f"{settings['network']} on {datamodule.hparams.dataset} (official test set)", step=step, recipe=settings,
+        figures=figures,
     )
 
 

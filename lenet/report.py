@@ -14,9 +14,6 @@ from torch import Tensor
 
 from lenet.evaluation import Evaluation
 from lenet.metrics import HISTORY_KEYS, METRIC_LABELS, SUMMARY_METRICS
-from lenet.plots import (
-    confusion_matrix_figure, learning_curves_figure, misclassified_figure, per_class_figure, save,
-)
 
 FIGURE_NAMES = ("learning_curves", "confusion_matrix", "per_class", "misclassified")
 
@@ -37,33 +34,40 @@ def write_evaluation_report(
     title: str = "LeNet-5 on MNIST",
     step: int = 0,
     recipe: dict[str, Any] | None = None,
+    figures: bool = True,
 ) -> dict[str, Any]:
-    """metrics.json, figures and report.md for an Evaluation of `images`; returns the metrics written.
-
-    `history` is the whole run's per-epoch metrics, `recipe` the settings that made the model."""
+    """metrics.json, figures (unless `figures` is false) and report.md for an Evaluation of `images`;
+    returns the metrics written. `history` is the whole run's per-epoch metrics, `recipe` the
+    settings that made the model."""
     metrics: dict[str, Any] = {**evaluation.metrics, **(extra or {})}
     matrix = evaluation.confusion()
-    figures = {
-        "learning_curves": learning_curves_figure(history, best_epoch(history)),
-        "confusion_matrix": confusion_matrix_figure(matrix),
-        "per_class": per_class_figure(metrics),
-        "misclassified": misclassified_figure(images, evaluation.labels, evaluation.probs),
-    }
-    write_report(run_dir, metrics, figures, matrix, title, tensorboard, step, history, recipe or {})
-    return metrics
-
-
-def write_report(run_dir, metrics, figures, matrix, title, tensorboard=None, step: int = 0, history=(), recipe=None) -> None:
     run_dir = Path(run_dir)
-    figure_dir = run_dir / "figures"
-    figure_dir.mkdir(parents=True, exist_ok=True)
-    for name, fig in figures.items():
-        save(fig, figure_dir / f"{name}.png", tensorboard, f"report/{name}", step)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if figures:
+        draw_figures(evaluation, images, metrics, history, run_dir / "figures", tensorboard, step)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    markdown = report_markdown(metrics, matrix, title, history, recipe or {}, run_dir)
+    markdown = report_markdown(metrics, matrix, title, history, recipe or {}, run_dir, figures=figures)
     (run_dir / "report.md").write_text(markdown)
     if tensorboard is not None:
         tensorboard.add_text("report/per_class", per_class_table(metrics, matrix.shape[0]), global_step=step)
+    return metrics
+
+
+def draw_figures(evaluation: Evaluation, images: Tensor, metrics, history, figure_dir: Path, tensorboard=None, step: int = 0) -> None:
+    """The report's figures as figure_dir/<name>.png and TensorBoard images (report/<name>)."""
+    from lenet.plots import (  # Matplotlib is imported only when figures are drawn
+        confusion_matrix_figure, learning_curves_figure, misclassified_figure, per_class_figure, save,
+    )
+
+    figures = {
+        "learning_curves": learning_curves_figure(history, best_epoch(history)),
+        "confusion_matrix": confusion_matrix_figure(evaluation.confusion()),
+        "per_class": per_class_figure(metrics),
+        "misclassified": misclassified_figure(images, evaluation.labels, evaluation.probs),
+    }
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    for name, fig in figures.items():
+        save(fig, figure_dir / f"{name}.png", tensorboard, f"report/{name}", step)
 
 
 def _plain(value: Any, run_dir: Path | None = None) -> str:
@@ -94,6 +98,7 @@ def report_markdown(
     recipe: dict[str, Any] | None = None,
     run_dir: str | Path | None = None,
     prefix: str = "test/",
+    figures: bool = True,
 ) -> str:
     run_dir = Path(run_dir) if run_dir is not None else None
     lines = [f"# {title}", ""]
@@ -120,6 +125,9 @@ def report_markdown(
             lines.append(f"| {row['epoch']}{mark} | {values} |")
         lines.append("")
     lines += ["## Per class", "", per_class_table(metrics, matrix.shape[0], prefix), ""]
+    if not figures:
+        lines += ["Figures were not drawn (`figures=false`); `python train.py train=false ckpt_path=<this run folder>` draws them.", ""]
+        return "\n".join(lines)
     for name in FIGURE_NAMES:
         lines += [f"## {name.replace('_', ' ').capitalize()}", "", f"![{name}](figures/{name}.png)", ""]
     return "\n".join(lines)

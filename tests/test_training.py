@@ -122,6 +122,20 @@ def test_report_shows_every_epoch_and_marks_the_best(tmp_path):
     assert accuracy.get_ylim()[1] == 1.0
 
 
+def test_figures_false_writes_metrics_and_report_without_figures_and_times_each_phase(tmp_path):
+    started = time.time()
+    metrics = run(compose_config(tmp_path, [*TINY, "figures=false", "+trainer.limit_val_batches=2"]))
+    assert not (tmp_path / "figures").exists()
+    report = (tmp_path / "report.md").read_text()
+    assert "Figures were not drawn (`figures=false`)" in report and "figures/" not in report
+    assert f"accuracy {metrics['test/acc']:.4f}" in report
+    tags = event_tags(tmp_path / "tensorboard")
+    assert "test/acc" in tags["scalars"] and not tags["images"]
+    # Start-up is measured from outside: launch time to fit_started_at (Unix time), then fit and test.
+    assert started <= metrics["fit_started_at"] <= time.time() - metrics["fit_seconds"]
+    assert metrics["fit_seconds"] > 0 and metrics["test_seconds"] > 0
+
+
 def test_an_epoch_cut_short_by_max_steps_keeps_its_train_metrics(tmp_path):
     """max_steps ends the second epoch after 10 of its 20 batches: its history row (saved in
     last.ckpt, drawn in the report) still has the train metrics of the batches it ran."""
