@@ -19,6 +19,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from lenet.augment import apply
 from lenet.config import to_plain
 from lenet.datafiles import SPLITS, DataError, download, files_present, load_split
 from lenet.datasets import DATASETS, normalize
@@ -193,7 +194,7 @@ class MNISTDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels = batch  # (B, 1, 28, 28) uint8
         if self.augment is not None and self.trainer is not None and self.trainer.training:
-            images = self.augment(images.float() / 255)  # augmentations work on 0..1 floats
+            images = apply(self.augment, images.float() / 255, labels)  # augmentations work on 0..1 floats
         return normalize(images, self.mean, self.std), labels
 
 

@@ -27,6 +27,7 @@ AUGMENTATIONS = frozenset(
         "lenet.augment.LowResolution",
         "lenet.augment.RandomApply",
         "lenet.augment.FillBox",
+        "lenet.augment.StyleStrokes",
     }
 )
 OPTIMIZERS = frozenset({"torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW", "torch.optim.RMSprop"})

@@ -8,7 +8,9 @@ import torch
 from helpers import compose_config
 from hydra.utils import instantiate
 
-from lenet.augment import Compose, ElasticDistortion, FillBox, LowResolution, RandomAffine, RandomApply, StrokeWidth
+from lenet.augment import (
+    Compose, ElasticDistortion, FillBox, LowResolution, RandomAffine, RandomApply, StrokeWidth, StyleStrokes, apply,
+)
 from lenet.inference import load_model
 
 AUGMENTATIONS = {
@@ -162,6 +164,36 @@ def test_bad_arguments_name_the_problem():
         LowResolution(low=2)
     with pytest.raises(ValueError, match="probability"):
         RandomApply(StrokeWidth(), p=1.5)
+    with pytest.raises(ValueError, match="flag"):
+        StyleStrokes(flag=2)
+    with pytest.raises(ValueError, match="needs the batch's labels"):
+        apply(Compose([StyleStrokes()]), torch.zeros(2, 1, 28, 28))
+
+
+def test_style_strokes_add_ink_to_ones_and_sevens_only_and_keep_labels(digits):
+    x, labels = digits
+    generator = torch.Generator().manual_seed(0)
+    y = StyleStrokes(flag=1.0, crossbar=1.0, generator=generator)(x, labels)
+    changed = (y - x).abs().flatten(1).amax(1) > 0.5
+    assert set(labels[changed].tolist()) == {1, 7}
+    assert changed.sum() >= 0.95 * ((labels == 1) | (labels == 7)).sum()  # a crossbar may cross the stem's own ink
+    assert (y >= x).all() and float(y.max()) <= 1.0  # strokes only add ink
+    ones = (labels == 1).nonzero().flatten()
+    # A flag hangs from the 1's top end, down and to the left.
+    down_left = []
+    for i in ones.tolist():
+        added = ((y[i, 0] - x[i, 0]) > 0.3).nonzero().float()  # (row, column) of the new ink
+        top = int((x[i, 0] > 0.3).any(1).nonzero()[0])
+        top_column = (x[i, 0, top] > 0.3).nonzero().float().mean()
+        down_left.append(bool(added[:, 0].mean() > top and added[:, 1].mean() < top_column))
+    assert sum(down_left) >= 0.95 * len(down_left)
+    assert torch.equal(StyleStrokes(flag=0.0, crossbar=0.0)(x, labels), x)
+    same = StyleStrokes(flag=0.5, crossbar=0.5, generator=torch.Generator().manual_seed(3))(x, labels)
+    assert torch.equal(same, StyleStrokes(flag=0.5, crossbar=0.5, generator=torch.Generator().manual_seed(3))(x, labels))
+    # Through RandomApply and Compose the labels follow the chosen images.
+    composed = Compose([RandomApply(StyleStrokes(flag=1.0, crossbar=0.0), p=1.0)])
+    through = (apply(composed, x, labels) - x).abs().flatten(1).amax(1) > 0.5
+    assert composed.needs_labels and not (through & (labels != 1)).any() and through.sum() >= 0.95 * (labels == 1).sum()
 
 
 @pytest.mark.parametrize(
@@ -169,6 +201,7 @@ def test_bad_arguments_name_the_problem():
     [
         ("none", type(None)), ("affine", RandomAffine), ("elastic", Compose), ("stroke", StrokeWidth),
         ("aspect", RandomAffine), ("lowres", RandomApply), ("fill_box", RandomApply), ("robust", Compose),
+        ("styles", StyleStrokes),
     ],
 )
 def test_config_group_builds_the_augmentation(option, expected, tmp_path):
