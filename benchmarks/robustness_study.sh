@@ -20,6 +20,9 @@ declare -A variants=(
   [no_fill_box]="data.augment.transforms.1.p=0"
   [no_lowres]="data.augment.transforms.2.p=0"
   [fill_affine]="data.augment.transforms.0.p=0 data.augment.transforms.2.p=0"
+  [styles]="augment=robust_styles data.augment.transforms.0.flag=0.5"
+  [styles_flag25]="augment=robust_styles"
+  [styles_short]="augment=robust_styles data.augment.transforms.0.flag=0.5 +data.augment.transforms.0.flag_length=[0.15,0.3]"
 )
 for seed in $seeds; do
   for name in ${VARIANTS:-robust plain affine_only no_stroke no_fill_box no_lowres fill_affine}; do

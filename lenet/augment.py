@@ -238,7 +238,7 @@ class StyleStrokes:
     end down to the left; without it a European 1 reads as a 7) and a crossbar through the 7's stem.
 
     For a share `flag` of the batch's 1s and `crossbar` of its 7s, one straight stroke 1.5-2.5 px
-    wide is drawn into the image. Flag: from the topmost ink, 20-45% of the digit's height long,
+    wide is drawn into the image. Flag: from the topmost ink, `flag_length` of the digit's height long,
     20-60 degrees below horizontal. Crossbar: centred on the stem's ink at 45-65% of the height,
     30-50% of the height long, tilted up to 8 degrees. Other digits, and empty images, are left as
     they are; 0 and 0 is the identity.
@@ -246,10 +246,17 @@ class StyleStrokes:
 
     needs_labels = True
 
-    def __init__(self, flag: float = 0.5, crossbar: float = 0.3, generator: torch.Generator | None = None) -> None:
-        if not 0 <= flag <= 1 or not 0 <= crossbar <= 1:
-            raise ValueError(f"StyleStrokes(flag={flag}, crossbar={crossbar}): both are probabilities in [0, 1]")
-        self.flag, self.crossbar, self.generator = flag, crossbar, generator
+    def __init__(
+        self, flag: float = 0.5, crossbar: float = 0.3, flag_length: Sequence[float] = (0.2, 0.45),
+        generator: torch.Generator | None = None,
+    ) -> None:
+        low, high = flag_length
+        if not 0 <= flag <= 1 or not 0 <= crossbar <= 1 or not 0 < low <= high <= 1:
+            raise ValueError(
+                f"StyleStrokes(flag={flag}, crossbar={crossbar}, flag_length={tuple(flag_length)}): flag and crossbar "
+                "are probabilities in [0, 1], flag_length a range (low, high) of the digit's height within (0, 1]"
+            )
+        self.flag, self.crossbar, self.flag_length, self.generator = flag, crossbar, (low, high), generator
 
     def __call__(self, x: Tensor, labels: Tensor) -> Tensor:
         g = self.generator
@@ -272,7 +279,7 @@ class StyleStrokes:
         row_ink = ink[chosen, at_row.long().clamp(0, height_px - 1)].to(x.dtype)  # (n, W)
         columns = positions[: x.shape[-1]]
         centre = (row_ink * columns).sum(1) / row_ink.sum(1).clamp(min=1)
-        length = torch.where(flags[chosen], _uniform(0.2, 0.45, n, x, g), _uniform(0.3, 0.5, n, x, g)) * tall[chosen]
+        length = torch.where(flags[chosen], _uniform(*self.flag_length, n, x, g), _uniform(0.3, 0.5, n, x, g)) * tall[chosen]
         angle = torch.deg2rad(torch.where(flags[chosen], _uniform(20, 60, n, x, g), _uniform(-8, 8, n, x, g)))
         dx, dy = -torch.cos(angle) * length, torch.sin(angle) * length  # down-left for a flag (y grows down)
         # A flag starts at the 1's top; a crossbar is centred on the stem.
@@ -284,7 +291,7 @@ class StyleStrokes:
         return out
 
     def __repr__(self) -> str:
-        return f"StyleStrokes(flag={self.flag}, crossbar={self.crossbar})"
+        return f"StyleStrokes(flag={self.flag}, crossbar={self.crossbar}, flag_length={self.flag_length})"
 
 
 def _segment(x0: Tensor, y0: Tensor, dx: Tensor, dy: Tensor, width: Tensor, size, like: Tensor) -> Tensor:

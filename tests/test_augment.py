@@ -201,7 +201,7 @@ def test_style_strokes_add_ink_to_ones_and_sevens_only_and_keep_labels(digits):
     [
         ("none", type(None)), ("affine", RandomAffine), ("elastic", Compose), ("stroke", StrokeWidth),
         ("aspect", RandomAffine), ("lowres", RandomApply), ("fill_box", RandomApply), ("robust", Compose),
-        ("styles", StyleStrokes),
+        ("styles", StyleStrokes), ("robust_styles", Compose),
     ],
 )
 def test_config_group_builds_the_augmentation(option, expected, tmp_path):
