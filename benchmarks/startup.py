@@ -1,0 +1,74 @@
+"""Start-up cost of the prediction side, as a user meets it: whole-process wall times, medians of 5.
+
+    python benchmarks/startup.py RUN_DIR_OR_CKPT [--repeat 5]
+
+Times, each in a fresh process: `import torch` (the floor), `import lenet.serve`, and
+`lenet-predict CKPT one.png` for one 280x280 drawing-pad PNG. Also checks that neither
+`lenet.serve` nor `lenet.predict` imports Lightning, torchmetrics or Hydra.
+Writes benchmarks/results/startup.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("lightning", "torchmetrics", "hydra")
+
+
+def wall(command: list[str], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def heavy_imports(module: str) -> list[str]:
+    code = f"import sys, {module}; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True).stdout.split()
+    return [name for name in HEAVY if name in loaded]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "startup.json")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        drawing = Path(folder) / "one.png"  # a 1 as the drawing page sends it: black pen on a white pad
+        pad = Image.new("L", (280, 280), 255)
+        ImageDraw.Draw(pad).line([(140, 50), (140, 230)], fill=0, width=20)
+        pad.save(drawing)
+        predict = [str(Path(sys.executable).parent / "lenet-predict"), args.checkpoint, str(drawing)]
+        results = {
+            "import torch": wall([sys.executable, "-c", "import torch"], args.repeat),
+            "import lenet.serve": wall([sys.executable, "-c", "import lenet.serve"], args.repeat),
+            "lenet-predict CKPT one.png": wall(predict, args.repeat),
+        }
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine())
+    report = {"machine": cpu, "repeat": args.repeat, "median_wall_seconds": results,
+              "heavy_imports": {m: heavy_imports(m) for m in ("lenet.serve", "lenet.predict")}}
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    for name, seconds in results.items():
+        print(f"{name:30} {seconds:6.2f} s")
+    for module, heavy in report["heavy_imports"].items():
+        print(f"{module} imports {', '.join(heavy) if heavy else 'none of ' + ', '.join(HEAVY)}")
+    print(f"({cpu}; medians of {args.repeat}; written {args.out})")
+
+
+if __name__ == "__main__":
+    main()
