@@ -28,6 +28,7 @@ import ctypes.util
 import io
 import json
 import os
+import socket
 import sys
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -187,13 +188,21 @@ class BodyLimits:
 class HeadTimeoutH11(H11Protocol):
     """uvicorn's HTTP/1.1 protocol, closing a connection whose request head (request line and headers)
     is not complete HEAD_TIMEOUT_S after the connection opened or the previous answer was sent.
-    uvicorn's own keep-alive timeout stops at the first byte, so a partial head would be held forever."""
+    uvicorn's own keep-alive timeout stops at the first byte, so a partial head would be held forever.
+
+    It also turns Nagle's algorithm off on every connection. With --workers 2 or more, uvicorn hands
+    the workers a listening socket made without IPPROTO_TCP, so asyncio leaves Nagle on for the
+    connections it accepts: an answer's body then waited for the client's delayed ACK of its head,
+    and one client's requests took 48 ms each instead of 5 (benchmarks/serve_load.py)."""
 
     head_timeout_s = HEAD_TIMEOUT_S
     head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        connection = transport.get_extra_info("socket")
+        if connection is not None and connection.family in (socket.AF_INET, socket.AF_INET6):
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.watch_head()
 
     def data_received(self, data: bytes) -> None:

@@ -234,6 +234,46 @@ def test_partial_request_heads_are_cut_off_by_the_server():
         thread.join(timeout=10)
 
 
+class RecordingNoDelay(HeadTimeoutH11):
+    nodelay: list[int] = []
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.nodelay.append(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+def test_connections_on_a_shared_listening_socket_send_without_nagle_delay():
+    """uvicorn --workers N serves a socket it made without IPPROTO_TCP, on which asyncio leaves
+    Nagle's algorithm on (one client's requests then took 48 ms each); lenet-serve's protocol turns it off."""
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    shared = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # as uvicorn's Config.bind_socket makes it
+    shared.bind(("127.0.0.1", 0))
+    port = shared.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, http=RecordingNoDelay, lifespan="off", log_level="error"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [shared]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"ok"):
+                answer += client.recv(100)
+        assert RecordingNoDelay.nodelay and all(RecordingNoDelay.nodelay)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        shared.close()
+
+
 def test_large_images_are_decoded_within_about_one_full_size_buffer(tmp_path):
     """Peak memory of prepare_image on 7000x7000 images (one process, in order of their cost): a
     JPEG decoded at 1/4 scale, a palette PNG and a transparent RGBA PNG, whose pixels alone take
