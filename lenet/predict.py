@@ -6,9 +6,10 @@ batches; a file that cannot be read, a broken symlink or a directory without ima
 its own line and the others are still predicted, with a non-zero exit status at the end.
 
 Preparing the images is nearly all the work (the network reads a batch of 256 in a few
-milliseconds), so with more than PARALLEL_FROM images they are prepared in one process per core
-(--jobs), answers still printed in the order given. A checkpoint runs in PyTorch; an exported
-.onnx file (`lenet-export`) is run by ONNX Runtime.
+milliseconds), so from PARALLEL_FROM images on they are prepared in one process per core (--jobs),
+answers still printed in the order given. Those processes are forked before torch is imported
+(they need numpy, scipy and Pillow only) and prepare while this one imports torch and loads the
+model. A checkpoint runs in PyTorch; an exported .onnx file (`lenet-export`) in ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from lenet.inference import LOAD_ERRORS, Prediction, load_ensemble, load_problem, predict_tensors
-from lenet.preprocess import ImageError, prepare_image
+from lenet.preprocess import ImageError, prepare_array
+
+if TYPE_CHECKING:
+    from lenet.inference import Prediction
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 PARALLEL_FROM = 32  # fewer images are prepared in this process: starting workers would cost more than it saves
@@ -62,24 +65,30 @@ def broken_link(path: Path) -> str | None:
 
 
 def prepare(item: tuple[Path, str | None]) -> np.ndarray | str:
-    """One image prepared, (1, 28, 28) float32, or why it cannot be (what image_paths found, or prepare_image's error)."""
+    """One image prepared by prepare_image's own path, (1, 28, 28) float32, or why it cannot be (what
+    image_paths found, or the ImageError)."""
     path, problem = item
     if problem:
         return problem
     try:
-        return prepare_image(path).numpy()
+        return prepare_array(path)[None]  # (1, 28, 28)
     except ImageError as error:
         return str(error)
+
+
+def in_parallel(count: int, jobs: int) -> bool:
+    """Whether `count` images are prepared by `jobs` worker processes (fork only: spawn would import
+    everything again in each)."""
+    return jobs > 1 and count >= PARALLEL_FROM and "fork" in multiprocessing.get_all_start_methods()
 
 
 @contextmanager
 def preparer(count: int, jobs: int) -> Iterator:
     """A function mapping (path, problem) items to `prepare`'s answers, in order: in `jobs` forked
-    worker processes for `count` images of at least PARALLEL_FROM, else (or without fork) here."""
-    if jobs < 2 or count < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
+    worker processes when `in_parallel`, else here."""
+    if not in_parallel(count, jobs):
         yield lambda items: map(prepare, items)
         return
-    # fork: the workers start at once with everything imported (spawn would import torch again in each).
     with multiprocessing.get_context("fork").Pool(min(jobs, count)) as pool:
         yield lambda items: pool.imap(prepare, items, chunksize=8)
 
@@ -137,30 +146,49 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = [name for name in args.checkpoint.split(",") if name]
     items = list(image_paths(args.images))
-    # The workers start before the model loads (they need none of it), and prepare while it loads.
+    parallel = in_parallel(len(items), args.jobs)
     with preparer(len(items), args.jobs) as prepare_all:
-        prepared = prepare_all(items)
+        prepared = prepare_all(items)  # the workers start now, and prepare while torch loads here
+        import torch
+
+        from lenet.inference import LOAD_ERRORS, load_ensemble, load_problem
+
+        threads = torch.get_num_threads()
+        if parallel:  # the workers have the cores: the network reads a batch of 256 in milliseconds on one
+            torch.set_num_threads(1)
         try:
-            model = load_ensemble(names, args.device)
+            model = load_ensemble(names, args.device, onnx_threads=1 if parallel else 0)
+            failures = predict_all(model, items, prepared, args)
         except LOAD_ERRORS as error:
             print(f"lenet-predict: {load_problem(error, names)}", file=sys.stderr)
             return 2
-        failures = 0
-        for batch in batches(zip(items, prepared), args.batch_size):
-            images = [torch.from_numpy(result) for _, result in batch if not isinstance(result, str)]
-            predictions = iter(predict_tensors(model, images))
-            for (path, _), result in batch:  # in the order given
-                if isinstance(result, str):  # the prepared image, or why there is none
-                    failures += 1
-                    print(f"lenet-predict: {path}: {result}", file=sys.stderr)
-                    if args.json:
-                        print(json.dumps({"path": str(path), "error": result}))
-                else:
-                    print(format_line(path, next(predictions), args.top_k, args.json))
-            sys.stdout.flush()
+        finally:
+            torch.set_num_threads(threads)
     if failures:
         print(f"lenet-predict: {failures} input(s) could not be predicted (see above)", file=sys.stderr)
     return 1 if failures else 0
+
+
+def predict_all(model, items: list[tuple[Path, str | None]], prepared: Iterable, args: argparse.Namespace) -> int:
+    """Print one answer (or problem) per item, in order, predicting a batch at a time; the failures."""
+    import torch
+
+    from lenet.inference import predict_tensors
+
+    failures = 0
+    for batch in batches(zip(items, prepared), args.batch_size):
+        images = [torch.from_numpy(result) for _, result in batch if not isinstance(result, str)]
+        predictions = iter(predict_tensors(model, images))
+        for (path, _), result in batch:  # in the order given
+            if isinstance(result, str):  # the prepared image, or why there is none
+                failures += 1
+                print(f"lenet-predict: {path}: {result}", file=sys.stderr)
+                if args.json:
+                    print(json.dumps({"path": str(path), "error": result}))
+            else:
+                print(format_line(path, next(predictions), args.top_k, args.json))
+        sys.stdout.flush()
+    return failures
 
 
 if __name__ == "__main__":

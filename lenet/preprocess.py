@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    import torch
 
 DIGIT_BOX = 20  # MNIST's digits fill a 20x20 box ...
 FIELD = 28  # ... centred by mass in a 28x28 field
@@ -259,8 +262,12 @@ def _local_contrast(light_ink: np.ndarray) -> float:
     """
     factor = max(1, -(-max(light_ink.shape) // 64))
     rows, cols = (light_ink.shape[0] // factor) * factor, (light_ink.shape[1] // factor) * factor
-    columns = np.maximum.reduce([light_ink[:rows, i:cols:factor] for i in range(factor)])  # strided slices:
-    small = np.maximum.reduce([columns[i:rows:factor] for i in range(factor)])  # 20x faster than reshape + max
+    columns = light_ink[:rows, 0:cols:factor].copy()  # the maximum of strided slices: 20x faster than reshape + max
+    for i in range(1, factor):
+        np.maximum(columns, light_ink[:rows, i:cols:factor], out=columns)
+    small = columns[0:rows:factor].copy()
+    for i in range(1, factor):
+        np.maximum(small, columns[i:rows:factor], out=small)
     window = max(3, round(LIGHT_WINDOW * max(small.shape)))
     paper = ndimage.grey_opening(small, size=(window, window), mode="nearest")
     return float((small - ndimage.uniform_filter(paper, size=window, mode="nearest")).max())
@@ -361,5 +368,12 @@ def prepare_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> torch.Te
 
     Raises ImageError for unreadable images and NoDigitError when there is no ink to read.
     """
+    import torch  # here, not above: lenet-predict's image workers run prepare_array without it
+
+    return torch.from_numpy(prepare_array(source, max_pixels)).unsqueeze(0)  # (1, 28, 28)
+
+
+def prepare_array(source: ImageSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """prepare_image's answer as a (28, 28) numpy array, for processes that have not imported torch."""
     ink, strokes = find_ink(grey_levels(open_image(source, max_pixels)))
-    return torch.from_numpy(mnist_field(ink, strokes)).unsqueeze(0)  # (1, 28, 28)
+    return mnist_field(ink, strokes)
