@@ -1,9 +1,12 @@
 """Inference speed of a trained model: images/s at batch 1024 and latency at batch 1, for eager
-PyTorch and ONNX Runtime, after checking they give the same probabilities.
+PyTorch and ONNX Runtime (float and int8, 1 thread and one per core), after checking they give the
+same probabilities and scoring each on the whole MNIST test set.
 
     python benchmarks/inference.py RUN_DIR_OR_CKPT [--seconds 3]
 
-Inputs are official MNIST test images as floats in 0..1 (what lenet.preprocess produces).
+Inputs are official MNIST test images as floats in 0..1 (what lenet.preprocess produces). The int8
+model is `lenet.export.quantize_onnx`'s, calibrated on 1,000 training images; it is only worth
+using where its test accuracy is within 0.05 points of the float model's (the last column).
 Prints a table and writes benchmarks/results/inference.json.
 """
 
@@ -24,11 +27,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lenet.data import load_split  # noqa: E402
-from lenet.export import export_onnx, onnx_session, probability_model  # noqa: E402
-from lenet.inference import load_model  # noqa: E402
+from lenet.datafiles import load_split  # noqa: E402
+from lenet.export import export_onnx, probability_model, quantize_onnx  # noqa: E402
+from lenet.inference import load_model, onnx_session  # noqa: E402
 
 DATA_DIR = os.environ.get("LENET_DATA_DIR", str(REPO.parent / "shared" / "data"))
+MAX_INT8_LOSS = 0.05  # accuracy points an int8 model may lose against float and still be used
 
 
 def throughput(predict, batch, seconds: float) -> float:
@@ -65,47 +69,69 @@ def main() -> None:
     args = parser.parse_args()
 
     loaded = load_model(args.checkpoint)
-    images, _ = load_split(DATA_DIR, "mnist", "test")
-    inputs = images.float() / 255  # (10000, 1, 28, 28) in 0..1
+    images, labels = load_split(DATA_DIR, "mnist", "test")
+    inputs = (images.float() / 255).numpy()  # (10000, 1, 28, 28) in 0..1
     batch = inputs[:1024]
+    cores = os.cpu_count() or 1
 
     with tempfile.TemporaryDirectory() as folder:
-        session = onnx_session(export_onnx(loaded, Path(folder) / "model.onnx"))
+        float_path = export_onnx(loaded, Path(folder) / "model.onnx")
+        calibration = load_split(DATA_DIR, "mnist", "train")[0][:1000].float() / 255
+        int8_path = quantize_onnx(float_path, Path(folder) / "model_int8.onnx", calibration)
+        sessions = {
+            f"ONNX Runtime{kind}, {threads} thread{'s' if threads > 1 else ''}": onnx_session(path, threads)
+            for kind, path in (("", float_path), (" int8", int8_path))
+            for threads in sorted({1, cores})
+        }
     eager = probability_model(loaded)
 
     @torch.inference_mode()
     def run_eager(x):
-        return eager(x)
+        return eager(torch.from_numpy(x)).numpy()
 
     @torch.inference_mode()
-    def run_eager_channels_last(x):
-        return loaded.predict_probs(x, batch_size=len(x))
+    def run_eager_channels_last(x):  # the path of lenet-predict and lenet-serve for checkpoints
+        return loaded.predict_probs(torch.from_numpy(x), batch_size=len(x)).numpy()
 
-    def run_onnx(x):
-        return session.run(None, {"images": x.numpy()})[0]
+    def onnx_runner(session):
+        return lambda x: session.run(None, {"images": x})[0]
 
-    runtimes = {
-        "eager PyTorch": run_eager,
-        "eager PyTorch, channels_last": run_eager_channels_last,
-        "ONNX Runtime": run_onnx,
-    }
-    reference = run_eager(batch).numpy()
+    runtimes = {"eager PyTorch": run_eager, "eager PyTorch, channels_last": run_eager_channels_last}
+    runtimes.update({name: onnx_runner(session) for name, session in sessions.items()})
+    reference = run_eager(inputs)
     results = {}
     for name, predict in runtimes.items():
-        probs = np.asarray(predict(batch))
+        probs = np.concatenate([predict(inputs[i : i + 1000]) for i in range(0, len(inputs), 1000)])
         results[name] = {
             "max_abs_prob_diff_vs_eager": float(np.abs(probs - reference).max()),
-            "same_predictions": bool((probs.argmax(1) == reference.argmax(1)).all()),
+            "same_predictions": float((probs.argmax(1) == reference.argmax(1)).mean()),
+            "test_accuracy": float((probs.argmax(1) == labels.numpy()).mean()),
             "images_per_second_batch_1024": throughput(predict, batch, args.seconds),
             **latency(predict, inputs, args.repeats),
         }
-    report = {"checkpoint": str(loaded.checkpoint_path), "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "results": results}
+    float_accuracy = results["eager PyTorch"]["test_accuracy"]
+    int8 = [r for name, r in results.items() if "int8" in name]
+    int8_holds = all(100 * (float_accuracy - r["test_accuracy"]) <= MAX_INT8_LOSS for r in int8)
+    usable = {name: r for name, r in results.items() if int8_holds or "int8" not in name}
+    fastest = max(usable, key=lambda name: usable[name]["images_per_second_batch_1024"])
+    quickest = min(usable, key=lambda name: usable[name]["p50_us"])
+    report = {
+        "checkpoint": str(loaded.checkpoint_path), "threads": torch.get_num_threads(), "cpus": cores,
+        "int8_accuracy_holds": int8_holds, "fastest_batch_1024": fastest, "lowest_latency_batch_1": quickest,
+        "results": results,
+    }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 
-    print(f"{'runtime':30} {'img/s @1024':>12} {'p50 µs @1':>10} {'p99 µs @1':>10} {'max |Δp|':>9}")
+    print(f"{'runtime':34} {'img/s @1024':>12} {'p50 µs @1':>10} {'p99 µs @1':>10} {'max |Δp|':>9} {'agree':>7} {'test acc':>9}")
     for name, r in results.items():
-        print(f"{name:30} {r['images_per_second_batch_1024']:12.0f} {r['p50_us']:10.1f} {r['p99_us']:10.1f} {r['max_abs_prob_diff_vs_eager']:9.1e}")
+        print(
+            f"{name:34} {r['images_per_second_batch_1024']:12.0f} {r['p50_us']:10.1f} {r['p99_us']:10.1f} "
+            f"{r['max_abs_prob_diff_vs_eager']:9.1e} {100 * r['same_predictions']:6.2f}% {100 * r['test_accuracy']:8.2f}%"
+        )
+    verdict = "holds" if int8_holds else "does not hold"
+    print(f"int8 accuracy {verdict} (within {MAX_INT8_LOSS} points of float {100 * float_accuracy:.2f}%)")
+    print(f"fastest at batch 1024: {fastest}; lowest latency at batch 1: {quickest}")
     print(f"Written: {args.out}")
 
 

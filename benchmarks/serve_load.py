@@ -1,17 +1,24 @@
 """Load test of a real `lenet-serve` process on loopback: throughput and latency under concurrency.
 
-    python benchmarks/serve_load.py RUN_DIR_OR_CKPT [--requests 1000] [--clients 32] [--workers 1]
+    python benchmarks/serve_load.py RUN_DIR_OR_CKPT [--requests 1000] [--clients 32] [--workers 1,2] [--images pad]
 
-Starts `lenet-serve` on a free 127.0.0.1 port, sends --requests POST /predict uploads (user-like
-PNGs of MNIST test digits) from --clients concurrent clients, each with its own keep-alive
-connection, then stops the server. Prints requests/s, p50/p99 latency and the error count; exits
-non-zero if any request failed. Only 127.0.0.1 is ever contacted; every loop is bounded.
+For each worker count, starts `lenet-serve --workers N` on a free 127.0.0.1 port, sends --requests
+POST /predict uploads from --clients concurrent clients, each with its own keep-alive connection,
+then --requests // 4 from one client alone (one request at a time: the latency a user of the page
+sees), then stops the server. The images are drawing-pad PNGs (`--images pad`: lenet.realdigits's
+pen set, 280x280, as the page sends them) or user-like PNGs of MNIST test digits (`--images
+mnist`). The clients are plain http.client connections with the multipart body built in advance,
+so that on a small machine the load generator takes little of the CPU the server needs. Prints
+requests/s, p50/p99 latency and the error count per setting; exits non-zero if any request failed.
+Only 127.0.0.1 is ever contacted; every loop is bounded.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import io
+import json
 import os
 import socket
 import statistics
@@ -28,7 +35,7 @@ from PIL import Image
 
 def user_like_pngs(data_dir: str, count: int) -> list[tuple[bytes, int]]:
     """MNIST test digits as dark ink, enlarged 3x, on a 200x160 white canvas: (PNG bytes, label)."""
-    from lenet.data import load_split  # here: serve_memory.py imports start_server without the data side
+    from lenet.datafiles import load_split  # here: serve_memory.py imports start_server without the data side
 
     images, labels = load_split(data_dir, "mnist", "test")
     pngs = []
@@ -40,6 +47,26 @@ def user_like_pngs(data_dir: str, count: int) -> list[tuple[bytes, int]]:
         paper.save(buffer, format="PNG")
         pngs.append((buffer.getvalue(), int(labels[index])))
     return pngs
+
+
+def pad_pngs(count: int) -> list[tuple[bytes, int]]:
+    """Drawing-pad digits as the page sends them: 280x280 PNGs, black round pen on white (lenet.realdigits's pen set)."""
+    from lenet.realdigits import make_set
+
+    digits = make_set("pen", limit=count)
+    pngs = []
+    for image, label in zip(digits.images, digits.labels):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        pngs.append((buffer.getvalue(), int(label)))
+    return pngs
+
+
+def multipart(data: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body with the image in the field `file`, and its content type."""
+    boundary = "lenetloadtestboundary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="digit.png"\r\nContent-Type: image/png\r\n\r\n'
+    return head.encode() + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def start_server(checkpoint: str, workers: int) -> tuple[subprocess.Popen, str]:
@@ -71,25 +98,33 @@ def run_load(url: str, pngs: list[tuple[bytes, int]], requests: int, clients: in
     correct = 0
     lock = threading.Lock()
     shares = [requests // clients + (i < requests % clients) for i in range(clients)]
+    bodies = [(*multipart(data), label) for data, label in pngs]
+    host, port = url.removeprefix("http://").split(":")
 
     def client(number: int) -> None:
         nonlocal correct
-        with httpx.Client(base_url=url, timeout=60) as session:
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        try:
             for i in range(shares[number]):
-                data, label = pngs[(number * 31 + i) % len(pngs)]
+                body, content_type, label = bodies[(number * 31 + i) % len(bodies)]
                 started = time.perf_counter()
                 try:
-                    response = session.post("/predict", files={"file": ("digit.png", data, "image/png")})
-                    ok, detail = response.status_code == 200, f"HTTP {response.status_code}: {response.text[:200]}"
-                except httpx.HTTPError as error:
+                    connection.request("POST", "/predict", body, {"Content-Type": content_type})
+                    response = connection.getresponse()
+                    text = response.read()
+                    ok, detail = response.status == 200, f"HTTP {response.status}: {text[:200]!r}"
+                except (OSError, http.client.HTTPException) as error:
+                    connection.close()  # reconnects on the next request
                     ok, detail = False, f"{type(error).__name__}: {error}"
                 elapsed = time.perf_counter() - started
                 with lock:
                     latencies.append(elapsed)
                     if ok:
-                        correct += response.json()["digit"] == label
+                        correct += json.loads(text)["digit"] == label
                     else:
                         failures.append(detail)
+        finally:
+            connection.close()
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
     started = time.perf_counter()
@@ -111,31 +146,37 @@ def run_load(url: str, pngs: list[tuple[bytes, int]], requests: int, clients: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="run directory or .ckpt file")
+    parser.add_argument("checkpoint", help="run directory, .ckpt or exported .onnx file")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=1, help="lenet-serve worker processes (default: 1)")
+    parser.add_argument("--workers", default="1,2", help="lenet-serve worker processes, comma-separated settings (default: 1,2)")
+    parser.add_argument("--images", choices=("pad", "mnist"), default="pad", help="drawing-pad PNGs (default) or user-like MNIST PNGs")
     parser.add_argument("--data-dir", default=os.environ.get("LENET_DATA_DIR", "data"))
     args = parser.parse_args()
 
-    pngs = user_like_pngs(args.data_dir, 200)
-    server, url = start_server(args.checkpoint, args.workers)
-    try:
-        run_load(url, pngs, requests=2 * args.clients, clients=args.clients)  # warm-up: connections, threads
-        result = run_load(url, pngs, args.requests, args.clients)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-    print(f"server:     lenet-serve --workers {args.workers} on {url} ({os.cpu_count()} CPU cores)")
-    print(f"load:       {args.requests} POST /predict (multipart PNG, {len(pngs[0][0]):,}-byte images) from {args.clients} concurrent clients")
-    print(f"throughput: {result['rps']:.0f} requests/s ({result['seconds']:.1f} s)")
-    print(f"latency:    p50 {1000 * result['p50']:.0f} ms, p99 {1000 * result['p99']:.0f} ms")
-    print(f"errors:     {len(result['failures'])}")
-    print(f"accuracy:   {100 * result['accuracy']:.1f}% of the answers correct")
-    for failure in result["failures"][:5]:
-        print(f"  {failure}")
-    sys.exit(1 if result["failures"] else 0)
+    pngs = pad_pngs(200) if args.images == "pad" else user_like_pngs(args.data_dir, 200)
+    size = statistics.median(len(data) for data, _ in pngs)
+    print(f"images: {len(pngs)} {'drawing-pad 280x280' if args.images == 'pad' else 'user-like MNIST'} PNGs, median {size:,.0f} bytes; "
+          f"{os.cpu_count()} CPU cores")  # fmt: skip
+    failed = False
+    for workers in [int(n) for n in args.workers.split(",")]:
+        server, url = start_server(args.checkpoint, workers)
+        try:
+            run_load(url, pngs, requests=4 * args.clients, clients=args.clients)  # warm-up: connections, threads
+            loaded = run_load(url, pngs, args.requests, args.clients)
+            alone = run_load(url, pngs, max(args.requests // 4, 50), 1)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        for name, result in ((f"{args.clients} clients", loaded), ("1 client", alone)):
+            print(
+                f"lenet-serve --workers {workers}, {name:>10}: {result['rps']:5.0f} requests/s, p50 {1000 * result['p50']:6.1f} ms, "
+                f"p99 {1000 * result['p99']:6.1f} ms, {len(result['failures'])} errors, {100 * result['accuracy']:.1f}% correct"
+            )
+            for failure in result["failures"][:5]:
+                print(f"  {failure}")
+            failed = failed or bool(result["failures"])
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

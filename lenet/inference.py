@@ -9,6 +9,11 @@ start fast.
     model = load_model("outputs/<run>")                  # or a .ckpt file
     probs = model.predict_probs(images)                  # (N, 10) for (N, 1, 28, 28) images
     ensemble = load_ensemble(["run_a", "run_b"])         # averages its members' probabilities
+    exported = load_ensemble(["model.onnx"])             # a `lenet-export` file, run by ONNX Runtime
+
+Which runtime: a checkpoint runs in PyTorch, an exported .onnx file in ONNX Runtime. Exporting takes
+seconds and preparing images dominates even a directory's prediction (benchmarks/results/
+predict_speed.txt), so a checkpoint is never exported on the fly.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -30,6 +36,17 @@ UNSURE_BELOW = 0.5
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, remote, unreadable, or not a network of this project."""
+
+
+LOAD_ERRORS = (CheckpointError, ValueError, TypeError, RuntimeError)  # what loading a model may raise
+
+
+def load_problem(error: Exception, names: Sequence[str | Path]) -> str:
+    """The one line a command prints for a model it cannot load (never a traceback)."""
+    if isinstance(error, CheckpointError):
+        return str(error)
+    # A failure the checks before building did not foresee.
+    return f"{', '.join(map(str, names))} cannot be used ({error}): use a checkpoint written by `python train.py`."
 
 
 @dataclass
@@ -60,10 +77,26 @@ class LoadedModel:
 
 
 @dataclass
+class OnnxModel:
+    """A model exported by `lenet-export`, run by ONNX Runtime: 0..1 float images in, probabilities out
+    (normalisation and softmax are inside the file)."""
+
+    session: Any  # onnxruntime.InferenceSession
+    checkpoint_path: Path
+    dataset: str = "mnist"
+
+    def predict_probs(self, images: Tensor, batch_size: int = 4096) -> Tensor:
+        """uint8 (0..255) or float (0..1) images (N, 1, 28, 28) -> probabilities (N, 10)."""
+        x = (images.float() / 255 if images.dtype == torch.uint8 else images.float()).contiguous().numpy()
+        chunks = [self.session.run(None, {"images": x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+        return torch.from_numpy(np.concatenate(chunks)) if chunks else torch.empty(0, 10)
+
+
+@dataclass
 class Ensemble:
     """Several loaded models answering as one: the mean of their probabilities."""
 
-    members: list[LoadedModel]
+    members: list[LoadedModel | OnnxModel]
 
     @property
     def dataset(self) -> str:
@@ -77,7 +110,7 @@ class Ensemble:
         return torch.stack([member.predict_probs(images, batch_size) for member in self.members]).mean(dim=0)
 
 
-Model = LoadedModel | Ensemble
+Model = LoadedModel | OnnxModel | Ensemble
 
 
 @dataclass
@@ -227,11 +260,48 @@ def _build_network(spec: Mapping[str, Any], weights: Mapping[str, Any], path: Pa
     return net
 
 
-def load_ensemble(paths: Sequence[str | Path], device: str | torch.device = "cpu") -> Model:
-    """One checkpoint: its model; several: an Ensemble averaging them (all trained on one dataset)."""
+def onnx_session(path: str | Path, threads: int = 0):
+    """An ONNX Runtime CPU session (threads=0: one per core)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def load_onnx(path: str | Path, threads: int = 0) -> OnnxModel:
+    """An ONNX file written by `lenet-export` (a model file: ONNX Runtime runs its operators, no code)."""
+    path = Path(path)
+    export_one = "export one with `lenet-export RUN_DIR --onnx model.onnx`, or pass the checkpoint instead"
+    if not path.is_file():
+        raise CheckpointError(f"ONNX model {path} does not exist: {export_one}.")
+    try:
+        session = onnx_session(path, threads)
+    except ImportError as error:
+        raise CheckpointError(f"{path} needs ONNX Runtime ({error}): `pip install onnxruntime`, or pass the checkpoint instead.") from error
+    except Exception as error:  # onnxruntime raises its own exception types for files it cannot use
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} is not an ONNX model ONNX Runtime can load ({reason}): {export_one}.") from error
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if [i.name for i in inputs] != ["images"] or list(inputs[0].shape[1:]) != [1, 28, 28] or outputs[0].shape[-1:] != [10]:
+        shapes = ", ".join(f"{i.name} {i.shape}" for i in inputs)
+        raise CheckpointError(
+            f"{path} is not a lenet export: it takes {shapes}, not images (batch, 1, 28, 28) giving 10 probabilities; {export_one}."
+        )
+    dataset = session.get_modelmeta().custom_metadata_map.get("dataset", "mnist")
+    return OnnxModel(session, path, dataset)
+
+
+def load_ensemble(paths: Sequence[str | Path], device: str | torch.device = "cpu", onnx_threads: int = 0) -> Model:
+    """One checkpoint (or exported .onnx file): its model; several: an Ensemble averaging them (all
+    trained on one dataset). A path ending in .onnx is run by ONNX Runtime on the CPU, `onnx_threads`
+    threads (0: one per core)."""
     if not paths:
         raise CheckpointError("no checkpoint given: pass at least one run directory or .ckpt file.")
-    members = [load_model(path, device) for path in paths]
+    members = [
+        load_onnx(path, onnx_threads) if str(path).lower().endswith(".onnx") else load_model(path, device) for path in paths
+    ]
     if len(members) == 1:
         return members[0]
     datasets = sorted({member.dataset for member in members})

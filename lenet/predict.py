@@ -4,23 +4,35 @@ Every image goes through `lenet.preprocess.prepare_image`, the same path as the 
 photo, a scan or a drawing is read the way MNIST digits were prepared. Directories are read in
 batches; a file that cannot be read, a broken symlink or a directory without images is reported on
 its own line and the others are still predicted, with a non-zero exit status at the end.
+
+Preparing the images is nearly all the work (the network reads a batch of 256 in a few
+milliseconds), so from PARALLEL_FROM images on they are prepared in one process per core (--jobs),
+answers still printed in the order given. Those processes are forked before torch is imported
+(they need numpy, scipy and Pillow only) and prepare while this one imports torch and loads the
+model. A checkpoint runs in PyTorch; an exported .onnx file (`lenet-export`) in ONNX Runtime.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
-from lenet.inference import CheckpointError, Prediction, load_ensemble, predict_tensors
-from lenet.preprocess import ImageError, prepare_image
+from lenet.preprocess import ImageError, prepare_array
+
+if TYPE_CHECKING:
+    from lenet.inference import Prediction
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+PARALLEL_FROM = 32  # fewer images are prepared in this process: starting workers would cost more than it saves
 
 
 def image_paths(inputs: list[str]) -> Iterator[tuple[Path, str | None]]:
@@ -52,8 +64,37 @@ def broken_link(path: Path) -> str | None:
     return f"a symlink that cannot be followed ({os.readlink(path)}): fix or delete the link."
 
 
-def batches(items: Iterator[tuple[Path, str | None]], size: int) -> Iterator[list[tuple[Path, str | None]]]:
-    batch: list[tuple[Path, str | None]] = []
+def prepare(item: tuple[Path, str | None]) -> np.ndarray | str:
+    """One image prepared by prepare_image's own path, (1, 28, 28) float32, or why it cannot be (what
+    image_paths found, or the ImageError)."""
+    path, problem = item
+    if problem:
+        return problem
+    try:
+        return prepare_array(path)[None]  # (1, 28, 28)
+    except ImageError as error:
+        return str(error)
+
+
+def in_parallel(count: int, jobs: int) -> bool:
+    """Whether `count` images are prepared by `jobs` worker processes (fork only: spawn would import
+    everything again in each)."""
+    return jobs > 1 and count >= PARALLEL_FROM and "fork" in multiprocessing.get_all_start_methods()
+
+
+@contextmanager
+def preparer(count: int, jobs: int) -> Iterator:
+    """A function mapping (path, problem) items to `prepare`'s answers, in order: in `jobs` forked
+    worker processes when `in_parallel`, else here."""
+    if not in_parallel(count, jobs):
+        yield lambda items: map(prepare, items)
+        return
+    with multiprocessing.get_context("fork").Pool(min(jobs, count)) as pool:
+        yield lambda items: pool.imap(prepare, items, chunksize=8)
+
+
+def batches(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
     for item in items:
         batch.append(item)
         if len(batch) == size:
@@ -79,44 +120,67 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="lenet-predict", description=__doc__.splitlines()[0])
     parser.add_argument(
         "checkpoint",
-        help="run directory (uses checkpoints/best.ckpt) or .ckpt file; several, comma-separated, are averaged (an ensemble)",
+        help="run directory (uses checkpoints/best.ckpt), .ckpt file or exported .onnx file; several, comma-separated, "
+        "are averaged (an ensemble)",
     )
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF, WebP, TIFF) or directories")
     parser.add_argument("--json", action="store_true", help="one JSON object per line (default: text)")
     parser.add_argument("--top-k", type=int, default=1, help="show the K most likely digits (default: 1)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1,
+        help=f"processes preparing images, for {PARALLEL_FROM} images or more (default: one per core)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not 1 <= args.top_k <= 10:
         parser.error(f"--top-k must be between 1 and 10, got {args.top_k}")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be a positive integer, got {args.jobs}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = [name for name in args.checkpoint.split(",") if name]
-    try:
-        model = load_ensemble(names, args.device)
-    except (CheckpointError, ValueError, TypeError, RuntimeError) as error:  # one line, never a traceback
-        detail = str(error)
-        if not isinstance(error, CheckpointError):  # a failure the checks before building did not foresee
-            detail = f"{', '.join(names)} cannot be used ({error}): use a checkpoint written by `python train.py`."
-        print(f"lenet-predict: {detail}", file=sys.stderr)
-        return 2
+    items = list(image_paths(args.images))
+    parallel = in_parallel(len(items), args.jobs)
+    with preparer(len(items), args.jobs) as prepare_all:
+        prepared = prepare_all(items)  # the workers start now, and prepare while torch loads here
+        import torch
+
+        from lenet.inference import LOAD_ERRORS, load_ensemble, load_problem
+
+        threads = torch.get_num_threads()
+        if parallel:  # the workers have the cores: the network reads a batch of 256 in milliseconds on one
+            torch.set_num_threads(1)
+        try:
+            model = load_ensemble(names, args.device, onnx_threads=1 if parallel else 0)
+            failures = predict_all(model, items, prepared, args)
+        except LOAD_ERRORS as error:
+            print(f"lenet-predict: {load_problem(error, names)}", file=sys.stderr)
+            return 2
+        finally:
+            torch.set_num_threads(threads)
+    if failures:
+        print(f"lenet-predict: {failures} input(s) could not be predicted (see above)", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def predict_all(model, items: list[tuple[Path, str | None]], prepared: Iterable, args: argparse.Namespace) -> int:
+    """Print one answer (or problem) per item, in order, predicting a batch at a time; the failures."""
+    import torch
+
+    from lenet.inference import predict_tensors
 
     failures = 0
-    for batch in batches(image_paths(args.images), args.batch_size):
-        results: list[torch.Tensor | str] = []  # the prepared image, or why there is none
-        for path, problem in batch:
-            try:
-                results.append(problem or prepare_image(path))
-            except ImageError as error:
-                results.append(str(error))
-        predictions = iter(predict_tensors(model, [r for r in results if isinstance(r, torch.Tensor)]))
-        for (path, _), result in zip(batch, results):  # in the order given
-            if isinstance(result, str):
+    for batch in batches(zip(items, prepared), args.batch_size):
+        images = [torch.from_numpy(result) for _, result in batch if not isinstance(result, str)]
+        predictions = iter(predict_tensors(model, images))
+        for (path, _), result in batch:  # in the order given
+            if isinstance(result, str):  # the prepared image, or why there is none
                 failures += 1
                 print(f"lenet-predict: {path}: {result}", file=sys.stderr)
                 if args.json:
@@ -124,9 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(format_line(path, next(predictions), args.top_k, args.json))
         sys.stdout.flush()
-    if failures:
-        print(f"lenet-predict: {failures} input(s) could not be predicted (see above)", file=sys.stderr)
-    return 1 if failures else 0
+    return failures
 
 
 if __name__ == "__main__":

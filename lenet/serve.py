@@ -28,6 +28,7 @@ import ctypes.util
 import io
 import json
 import os
+import socket
 import sys
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -187,13 +188,21 @@ class BodyLimits:
 class HeadTimeoutH11(H11Protocol):
     """uvicorn's HTTP/1.1 protocol, closing a connection whose request head (request line and headers)
     is not complete HEAD_TIMEOUT_S after the connection opened or the previous answer was sent.
-    uvicorn's own keep-alive timeout stops at the first byte, so a partial head would be held forever."""
+    uvicorn's own keep-alive timeout stops at the first byte, so a partial head would be held forever.
+
+    It also turns Nagle's algorithm off on every connection. With --workers 2 or more, uvicorn hands
+    the workers a listening socket made without IPPROTO_TCP, so asyncio leaves Nagle on for the
+    connections it accepts: an answer's body then waited for the client's delayed ACK of its head,
+    and one client's requests took 48 ms each instead of 5 (benchmarks/serve_load.py)."""
 
     head_timeout_s = HEAD_TIMEOUT_S
     head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        connection = transport.get_extra_info("socket")
+        if connection is not None and connection.family in (socket.AF_INET, socket.AF_INET6):
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.watch_head()
 
     def data_received(self, data: bytes) -> None:
@@ -417,7 +426,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.model = load_ensemble(paths, device)  # read-only from here on: safe to share across threads
+        # Read-only from here on: safe to share across threads (an .onnx file runs in ONNX Runtime, 1 thread a request).
+        app.state.model = load_ensemble(paths, device, onnx_threads=1)
         # CPU work runs on one thread per core: more would only queue for the cores and the GIL, and
         # the event loop, which answers /healthz, would wait behind them all.
         app.state.cpu = anyio.CapacityLimiter(os.cpu_count() or 1)
@@ -596,7 +606,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--ckpt",
         action="append",
         required=True,
-        help="run directory (uses checkpoints/best.ckpt) or .ckpt file; repeat it, or separate with commas, to serve an ensemble",
+        help="run directory (uses checkpoints/best.ckpt), .ckpt file or exported .onnx file; repeat it, or separate with commas, "
+        "to serve an ensemble",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="default: 8000")
@@ -623,15 +634,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from lenet.inference import CheckpointError, load_ensemble
+    from lenet.inference import LOAD_ERRORS, load_ensemble, load_problem
 
     try:
         load_ensemble(args.ckpt)  # fail here, in one line, rather than in every worker
-    except (CheckpointError, ValueError, TypeError, RuntimeError) as error:
-        detail = str(error)
-        if not isinstance(error, CheckpointError):  # a failure the checks before building did not foresee
-            detail = f"{', '.join(args.ckpt)} cannot be used ({error}): use a checkpoint written by `python train.py`."
-        print(f"lenet-serve: {detail}", file=sys.stderr)
+    except LOAD_ERRORS as error:
+        print(f"lenet-serve: {load_problem(error, args.ckpt)}", file=sys.stderr)
         return 2
 
     import uvicorn

@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -197,26 +199,43 @@ class QuickHeadTimeout(HeadTimeoutH11):
     head_timeout_s = 0.5
 
 
-def test_partial_request_heads_are_cut_off_by_the_server():
-    """A real uvicorn server with lenet-serve's protocol: a connection that never finishes its head
-    is closed; complete requests, one after another on the same connection, are answered."""
+async def answer_ok(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
 
-    async def app(scope, receive, send):
-        if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-            await send({"type": "http.response.body", "body": b"ok"})
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=QuickHeadTimeout, lifespan="off", log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
+@contextmanager
+def running_server(protocol: type[HeadTimeoutH11], listening: socket.socket) -> Iterator[int]:
+    """A real uvicorn server answering "ok" with `protocol`, on `listening` (bound, not listening yet): its port."""
+    server = uvicorn.Server(uvicorn.Config(answer_ok, http=protocol, lifespan="off", log_level="error"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
     try:
         for _ in range(200):
             if server.started:
                 break
             time.sleep(0.05)
+        yield listening.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        listening.close()
+
+
+def ask_ok(connection: socket.socket) -> bytes:
+    connection.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = b""
+    while not answer.endswith(b"ok"):
+        answer += connection.recv(100)
+    return answer
+
+
+def test_partial_request_heads_are_cut_off_by_the_server():
+    """A real uvicorn server with lenet-serve's protocol: a connection that never finishes its head
+    is closed; complete requests, one after another on the same connection, are answered."""
+    listening = socket.create_server(("127.0.0.1", 0))
+    with running_server(QuickHeadTimeout, listening) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
             stalled.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty")
             assert stalled.recv(100) == b""  # closed by the server (a timeout here raises)
@@ -224,14 +243,25 @@ def test_partial_request_heads_are_cut_off_by_the_server():
             assert idle.recv(100) == b""  # nothing sent at all
         with socket.create_connection(("127.0.0.1", port), timeout=10) as kept:
             for _ in range(2):
-                kept.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                answer = b""
-                while not answer.endswith(b"ok"):
-                    answer += kept.recv(100)
-                assert answer.startswith(b"HTTP/1.1 200")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+                assert ask_ok(kept).startswith(b"HTTP/1.1 200")
+
+
+class RecordingNoDelay(HeadTimeoutH11):
+    nodelay: list[int] = []
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.nodelay.append(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+def test_connections_on_a_shared_listening_socket_send_without_nagle_delay():
+    """uvicorn --workers N serves a socket it made without IPPROTO_TCP, on which asyncio leaves
+    Nagle's algorithm on (one client's requests then took 48 ms each); lenet-serve's protocol turns it off."""
+    shared = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # as uvicorn's Config.bind_socket makes it
+    shared.bind(("127.0.0.1", 0))
+    with running_server(RecordingNoDelay, shared) as port, socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        assert ask_ok(client).startswith(b"HTTP/1.1 200")
+    assert RecordingNoDelay.nodelay and all(RecordingNoDelay.nodelay)
 
 
 def test_large_images_are_decoded_within_about_one_full_size_buffer(tmp_path):

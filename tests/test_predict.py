@@ -120,3 +120,42 @@ def test_console_script(trained_run, image_dir):
     result = subprocess.run([str(script), str(trained_run), str(folder / "digit02.bmp")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{folder / 'digit02.bmp'}: {labels['digit02.bmp']} (")
+
+
+def test_parallel_preparation_keeps_the_order_and_the_answers(trained_run, image_dir, tmp_path, capsys):
+    """Enough files for the worker processes, failures among them, small batches: the same lines, in order."""
+    folder, _ = image_dir
+    names = sorted(p.name for p in folder.iterdir())
+    for copy in range(4):
+        for name in names:
+            (tmp_path / f"{copy}_{name}").write_bytes((folder / name).read_bytes())
+    (tmp_path / "2_broken.png").write_bytes(b"not an image")
+    Image.new("L", (50, 50), 255).save(tmp_path / "3_blank.png")
+    answers = {}
+    for jobs in ("1", "2"):
+        status = main([str(trained_run), str(tmp_path), "--json", "--batch-size", "7", "--jobs", jobs])
+        answers[jobs] = (status, capsys.readouterr())
+    assert answers["1"][1].out == answers["2"][1].out and answers["1"][1].err == answers["2"][1].err
+    records = json_lines(answers["2"][1].out)
+    assert len(records) == 4 * len(names) + 2 and answers["2"][0] == 1
+    assert [Path(r["path"]).name for r in records] == sorted(p.name for p in tmp_path.iterdir())
+    assert "2 input(s) could not be predicted" in answers["2"][1].err
+
+
+def test_an_exported_onnx_model_gives_the_checkpoints_answers(trained_run, image_dir, tmp_path, capsys):
+    """The same images through ONNX Runtime (an exported .onnx) and PyTorch (the checkpoint): same probabilities."""
+    from lenet.export import main as export
+
+    assert export([str(trained_run), "--onnx", str(tmp_path / "model.onnx")]) == 0
+    capsys.readouterr()
+    folder, _ = image_dir
+    outputs = []
+    for model in (trained_run, tmp_path / "model.onnx"):
+        assert main([str(model), str(folder), "--json"]) == 0
+        outputs.append(json_lines(capsys.readouterr().out))
+    torch_records, onnx_records = outputs
+    assert [r["digit"] for r in torch_records] == [r["digit"] for r in onnx_records]
+    assert np.abs(np.array([r["probs"] for r in torch_records]) - [r["probs"] for r in onnx_records]).max() < 1e-5
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    assert main([str(tmp_path / "junk.onnx"), str(folder)]) == 2
+    assert "is not an ONNX model ONNX Runtime can load" in capsys.readouterr().err

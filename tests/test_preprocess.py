@@ -273,3 +273,16 @@ def test_decompression_bomb_is_refused_before_decoding(side):
         prepare_image(png_claiming_size(side, side))
     with pytest.raises(ImageTooLargeError, match="over the limit of 10,000"):
         prepare_image(encode(Image.new("L", (200, 100)), "PNG"), max_pixels=10_000)
+
+
+def test_shifted_erosion_and_dilation_are_scipys():
+    """preprocess's own erosion and dilation by the 3x3 cross equal scipy.ndimage's, edges included."""
+    from lenet.preprocess import _dilate, _erode
+
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (1, 6), (2, 2), (3, 7), (40, 33)]:
+        for share in (0.1, 0.5, 0.9):
+            mask = rng.random(shape) < share
+            assert np.array_equal(_erode(mask), ndimage.binary_erosion(mask))
+            for steps in (1, 2, 5):
+                assert np.array_equal(_dilate(mask, steps), ndimage.binary_dilation(mask, iterations=steps))
