@@ -22,6 +22,10 @@ from lenet.metrics import classification_metrics
 # run's number of optimizer steps, so one-cycle or cosine schedules follow trainer.max_epochs.
 RUN_LENGTH_ARGUMENTS = ("total_steps", "T_max")
 
+# How the network's weights and activations are laid out in memory: which is faster depends on the
+# CPU and the batch size (benchmarks/memory_format.py measures both); the numbers are the same.
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+
 
 class Classifier(L.LightningModule):
     """Cross-entropy classifier; `net`, `optimizer` and `scheduler` are `_target_` mappings.
@@ -39,8 +43,11 @@ class Classifier(L.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         label_smoothing: float = 0.0,
         num_classes: int = 10,
+        memory_format: str = "channels_last",
     ) -> None:
         super().__init__()
+        if memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"model.memory_format={memory_format!r} is unknown; choose one of {sorted(MEMORY_FORMATS)}")
         if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"model.label_smoothing={label_smoothing!r} must be a number in [0, 1), e.g. 0.1")
         lr = (optimizer or {}).get("lr")
@@ -53,10 +60,11 @@ class Classifier(L.LightningModule):
                 "scheduler": to_plain(scheduler),
                 "label_smoothing": label_smoothing,
                 "num_classes": num_classes,
+                "memory_format": memory_format,
             },
             logger=False,  # hparams go to TensorBoard once, with the final metrics (lenet.experiment)
         )
-        self.net = build(self.hparams.net, "network", "model.net").to(memory_format=torch.channels_last)
+        self.net = build(self.hparams.net, "network", "model.net").to(memory_format=MEMORY_FORMATS[memory_format])
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")

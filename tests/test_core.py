@@ -103,3 +103,21 @@ def test_load_config_names_the_run_folder_as_train_py_does():
     assert re.fullmatch(rf"outputs/\d{{4}}-\d\d-\d\d/\d\d-\d\d-\d\d_{os.getpid()}", cfg.run_dir)
     assert cfg.trainer.default_root_dir == cfg.run_dir and "hydra" not in cfg
     assert load_config([], run_dir="elsewhere").callbacks.checkpoint.dirpath == "elsewhere/checkpoints"
+
+
+def test_memory_format_is_a_setting_that_changes_speed_not_results():
+    from lenet.module import Classifier
+
+    spec = {"net": {"_target_": "lenet.models.LeNet5"}, "optimizer": {"_target_": "torch.optim.SGD", "lr": 0.1}}
+    torch.manual_seed(0)
+    nhwc = Classifier(**spec)  # channels_last by default
+    torch.manual_seed(0)
+    nchw = Classifier(**spec, memory_format="contiguous")
+    second = nchw.net.features[3].weight  # (16, 6, 5, 5); with one input channel the formats coincide
+    assert second.is_contiguous() and nhwc.net.features[3].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not nhwc.net.features[3].weight.is_contiguous()
+    assert nchw.hparams.memory_format == "contiguous"
+    images = torch.rand(8, 1, 28, 28)
+    assert torch.allclose(nhwc(images), nchw(images), atol=1e-5)
+    with pytest.raises(ValueError, match="model.memory_format='nhwc' is unknown"):
+        Classifier(**spec, memory_format="nhwc")
