@@ -89,6 +89,20 @@ class RandomAffine:
         )
 
 
+def _ink_box(x: Tensor, level: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Per image: the (B, H, W) mask of pixels above `level`, and its bounding box's top, bottom,
+    left and right (exclusive ends; an empty image gets bottom <= top)."""
+    _, _, height, width = x.shape
+    ink = x[:, 0] > level
+    positions = torch.arange(max(height, width), device=x.device, dtype=x.dtype)
+    rows, cols = ink.any(dim=2), ink.any(dim=1)  # (B, H), (B, W)
+    top = torch.where(rows, positions[:height], height).amin(1)
+    bottom = torch.where(rows, positions[:height], -1).amax(1) + 1
+    left = torch.where(cols, positions[:width], width).amin(1)
+    right = torch.where(cols, positions[:width], -1).amax(1) + 1
+    return ink, top, bottom, left, right
+
+
 def _gaussian_kernel(sigma: float, like: Tensor) -> Tensor:
     """1-D normalised Gaussian of std `sigma` pixels, 3 sigma each side."""
     radius = max(1, math.ceil(3 * sigma))
@@ -209,13 +223,7 @@ class FillBox:
 
     def __call__(self, x: Tensor) -> Tensor:
         batch, _, height, width = x.shape
-        ink = x[:, 0] > self.level  # (B, H, W)
-        rows, cols = ink.any(dim=2), ink.any(dim=1)  # (B, H), (B, W)
-        positions = torch.arange(height, device=x.device, dtype=x.dtype)
-        top = torch.where(rows, positions, height).amin(1)
-        bottom = torch.where(rows, positions, -1).amax(1) + 1
-        left = torch.where(cols, positions[:width], width).amin(1)
-        right = torch.where(cols, positions[:width], -1).amax(1) + 1
+        _, top, bottom, left, right = _ink_box(x, self.level)
         empty = bottom <= top
         # Normalised frame [-1, 1]: the output box spans +-box/side, the input box its ink's extent.
         half_out = self.box / width
@@ -261,15 +269,12 @@ class StyleStrokes:
     def __call__(self, x: Tensor, labels: Tensor) -> Tensor:
         g = self.generator
         draw = torch.rand(len(x), device=x.device, generator=g)
-        ink = x[:, 0] > 0.3  # (B, H, W)
-        rows = ink.any(dim=2)
+        ink, top, bottom, _, _ = _ink_box(x, 0.3)
         height_px = x.shape[-2]
-        positions = torch.arange(height_px, device=x.device, dtype=x.dtype)
-        top = torch.where(rows, positions, height_px).amin(1)
-        bottom = torch.where(rows, positions, -1).amax(1) + 1
         tall = (bottom - top).clamp(min=1).to(x.dtype)
-        flags = (labels == 1) & (draw < self.flag) & rows.any(1)
-        bars = (labels == 7) & (draw < self.crossbar) & rows.any(1)
+        has_ink = bottom > top
+        flags = (labels == 1) & (draw < self.flag) & has_ink
+        bars = (labels == 7) & (draw < self.crossbar) & has_ink
         chosen = (flags | bars).nonzero().flatten()
         if len(chosen) == 0:
             return x
@@ -277,7 +282,7 @@ class StyleStrokes:
         # Where the stroke starts: the ink's mean column on the row it hangs from.
         at_row = torch.where(flags[chosen], top[chosen].to(x.dtype), top[chosen] + _uniform(0.45, 0.65, n, x, g) * tall[chosen])
         row_ink = ink[chosen, at_row.long().clamp(0, height_px - 1)].to(x.dtype)  # (n, W)
-        columns = positions[: x.shape[-1]]
+        columns = torch.arange(x.shape[-1], device=x.device, dtype=x.dtype)
         centre = (row_ink * columns).sum(1) / row_ink.sum(1).clamp(min=1)
         length = torch.where(flags[chosen], _uniform(*self.flag_length, n, x, g), _uniform(0.3, 0.5, n, x, g)) * tall[chosen]
         angle = torch.deg2rad(torch.where(flags[chosen], _uniform(20, 60, n, x, g), _uniform(-8, 8, n, x, g)))
@@ -305,9 +310,13 @@ def _segment(x0: Tensor, y0: Tensor, dx: Tensor, dy: Tensor, width: Tensor, size
     return (width / 2 + 0.5 - distance).clamp(0, 1).unsqueeze(1)
 
 
+def needs_labels(transform) -> bool:
+    return getattr(transform, "needs_labels", False)
+
+
 def apply(transform, x: Tensor, labels: Tensor | None = None) -> Tensor:
     """`transform(x)`, or `transform(x, labels)` for an augmentation that reads labels."""
-    if getattr(transform, "needs_labels", False):
+    if needs_labels(transform):
         if labels is None:
             raise ValueError(f"{transform!r} draws strokes by digit: it needs the batch's labels")
         return transform(x, labels)
@@ -324,7 +333,7 @@ class RandomApply:
 
     @property
     def needs_labels(self) -> bool:
-        return getattr(self.transform, "needs_labels", False)
+        return needs_labels(self.transform)
 
     def __call__(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         chosen = (torch.rand(len(x), device=x.device, generator=self.generator) < self.p).nonzero().flatten()
@@ -346,7 +355,7 @@ class Compose:
 
     @property
     def needs_labels(self) -> bool:
-        return any(getattr(transform, "needs_labels", False) for transform in self.transforms)
+        return any(needs_labels(transform) for transform in self.transforms)
 
     def __call__(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         for transform in self.transforms:

@@ -16,7 +16,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from lenet.inference import LOAD_ERRORS, LoadedModel, load_model, load_problem, onnx_session  # noqa: F401 (onnx_session: re-exported)
+from lenet.inference import LOAD_ERRORS, LoadedModel, load_model, load_problem
 
 
 class ProbabilityModel(nn.Module):

@@ -44,7 +44,7 @@ def write_evaluation_report(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if figures:
-        draw_figures(evaluation, images, metrics, history, run_dir / "figures", tensorboard, step)
+        draw_figures(evaluation, matrix, images, metrics, history, run_dir / "figures", tensorboard, step)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     markdown = report_markdown(metrics, matrix, title, history, recipe or {}, run_dir, figures=figures)
     (run_dir / "report.md").write_text(markdown)
@@ -53,7 +53,9 @@ def write_evaluation_report(
     return metrics
 
 
-def draw_figures(evaluation: Evaluation, images: Tensor, metrics, history, figure_dir: Path, tensorboard=None, step: int = 0) -> None:
+def draw_figures(
+    evaluation: Evaluation, matrix: Tensor, images: Tensor, metrics, history, figure_dir: Path, tensorboard=None, step: int = 0
+) -> None:
     """The report's figures as figure_dir/<name>.png and TensorBoard images (report/<name>)."""
     from lenet.plots import (  # Matplotlib is imported only when figures are drawn
         confusion_matrix_figure, learning_curves_figure, misclassified_figure, per_class_figure, save,
@@ -61,7 +63,7 @@ def draw_figures(evaluation: Evaluation, images: Tensor, metrics, history, figur
 
     figures = {
         "learning_curves": learning_curves_figure(history, best_epoch(history)),
-        "confusion_matrix": confusion_matrix_figure(evaluation.confusion()),
+        "confusion_matrix": confusion_matrix_figure(matrix),
         "per_class": per_class_figure(metrics),
         "misclassified": misclassified_figure(images, evaluation.labels, evaluation.probs),
     }

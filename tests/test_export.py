@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lenet.export import main, onnx_session
-from lenet.inference import load_model
+from lenet.export import main
+from lenet.inference import load_model, onnx_session
 
 
 @pytest.fixture(scope="module")
