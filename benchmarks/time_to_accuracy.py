@@ -47,7 +47,7 @@ def bare_loop(overrides: list[str], seed: int, validate: bool) -> dict:
     from lenet.data import BatchIndices, MNISTDataModule
     from lenet.datasets import normalize
     from lenet.evaluation import default_data_dir
-    from lenet.module import RUN_LENGTH_ARGUMENTS
+    from lenet.module import build_optimization
     from lenet.registry import build
 
     cfg = load_config([f"data.data_dir={default_data_dir()}", f"seed={seed}", *overrides], run_dir="unused")
@@ -57,26 +57,24 @@ def bare_loop(overrides: list[str], seed: int, validate: bool) -> dict:
     datamodule.setup()
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = (datamodule.splits[s] for s in ("train", "val", "test"))
     net = build(model["net"], "network")
-    optimizer = build({**model["optimizer"], "_partial_": True}, "optimizer")(net.parameters())
     sampler = BatchIndices(len(train_y), data["batch_size"], shuffle=True, seed=data["shuffle_seed"])
-    epochs = cfg.trainer.max_epochs
-    spec = dict(model["scheduler"])
-    for key in RUN_LENGTH_ARGUMENTS:
-        if key in spec and spec[key] is None:
-            spec[key] = epochs * len(sampler)
-    scheduler = build({**spec, "_partial_": True}, "scheduler")(optimizer)
+    epochs, limit = cfg.trainer.max_epochs, cfg.trainer.limit_train_batches
+    # Batches per epoch as Lightning counts them under trainer.limit_train_batches (a share or a count).
+    per_epoch = len(sampler) if limit is None else min(len(sampler), int(limit if isinstance(limit, int) else len(sampler) * limit))
+    optimizer, scheduler = build_optimization(net.parameters(), model["optimizer"], model["scheduler"], epochs * per_epoch)
     smoothing, eval_batch = model["label_smoothing"], data["eval_batch_size"]
 
     started = time.perf_counter()
     for epoch in range(epochs):
         sampler.set_epoch(epoch)
         net.train()
-        for index in sampler:
+        for _, index in zip(range(per_epoch), sampler):
             loss = F.cross_entropy(net(normalize(train_x[index])), train_y[index], label_smoothing=smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step()
+            if scheduler is not None:
+                scheduler.step()
         if validate:  # as the Lightning path does after every epoch
             net.eval()
             with torch.no_grad():

@@ -159,12 +159,19 @@ class Classifier(L.LightningModule):
         return self(batch[0]).softmax(dim=1)
 
     def configure_optimizers(self) -> Any:
-        optimizer = build({**self.hparams.optimizer, "_partial_": True}, "optimizer", "model.optimizer")(self.parameters())
-        if not self.hparams.scheduler:
+        schedule = self.hparams.scheduler
+        total_steps = int(self.trainer.estimated_stepping_batches) if schedule else 0  # no schedule: no trainer needed
+        optimizer, scheduler = build_optimization(self.parameters(), self.hparams.optimizer, schedule, total_steps)
+        if scheduler is None:
             return optimizer
-        spec = dict(self.hparams.scheduler)
-        for key in RUN_LENGTH_ARGUMENTS:
-            if key in spec and spec[key] is None:
-                spec[key] = int(self.trainer.estimated_stepping_batches)
-        scheduler = build({**spec, "_partial_": True}, "scheduler", "model.scheduler")(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def build_optimization(parameters, optimizer: Mapping[str, Any], scheduler: Mapping[str, Any] | None, total_steps: int):
+    """(optimizer, scheduler or None) from their allow-listed specs; a run-length argument left null
+    (RUN_LENGTH_ARGUMENTS) becomes the run's `total_steps`, so the schedule follows the run's length."""
+    built = build({**optimizer, "_partial_": True}, "optimizer", "model.optimizer")(parameters)
+    if not scheduler:
+        return built, None
+    spec = {key: total_steps if key in RUN_LENGTH_ARGUMENTS and value is None else value for key, value in scheduler.items()}
+    return built, build({**spec, "_partial_": True}, "scheduler", "model.scheduler")(built)
