@@ -2,9 +2,10 @@
 
     python train.py -m experiment=cnn_augmented,lenet5_classic seed=1,2,3 hydra.sweep.dir=multirun/cmp
     lenet-compare --from-sweep multirun/cmp --out benchmarks/results    # the sweep's jobs + ensembles + baselines
+    lenet-compare --from-sweep multirun/cmp multirun/kd --out ...       # the jobs of several sweeps, one table
     lenet-compare --out benchmarks/results                              # or train the presets below here
 
-Networks are what a Hydra multirun wrote (each job's metrics.json, .hydra/overrides.yaml and
+Networks are what Hydra multiruns wrote (each job's metrics.json, .hydra/overrides.yaml and
 checkpoints/best.ckpt), or the presets of NETWORKS trained through `lenet.experiment.run` into
 --runs-dir. Jobs that differ only in `seed` form an ensemble (mean probabilities, scored by
 lenet.evaluation); baselines use the same split. Writes comparison.md, comparison.csv and
@@ -150,7 +151,7 @@ def trained_rows(
 def run_comparison(
     out: Path,
     data_dir: str,
-    sweep_dir: Path | None = None,
+    sweep_dirs: Sequence[Path] = (),
     runs_dir: Path | None = None,
     overrides: Sequence[str] = (),
     ensemble_seeds: Sequence[int] = (1, 2, 3),
@@ -172,9 +173,10 @@ def run_comparison(
         from lenet.realdigits import load_sets
 
         sets = load_sets(real_digits, limit=real_limit, data_dir=data_dir, reference=False)
-    if sweep_dir is not None:
-        source = f"Networks: the finished jobs of the Hydra multirun `{sweep_dir}` (their overrides are the recipe)."
-        networks = sweep_rows(sweep_dir, test_images, test_labels, sets)
+    if sweep_dirs:
+        sweeps = " and of ".join(f"the Hydra multirun `{sweep_dir}`" for sweep_dir in sweep_dirs)
+        source = f"Networks: the finished jobs of {sweeps} (their overrides are the recipe)."
+        networks = (row for sweep_dir in sweep_dirs for row in sweep_rows(sweep_dir, test_images, test_labels, sets))
     else:
         source = f"Overrides for every network: `{' '.join(overrides) or 'none'}`."
         runs_dir = runs_dir or Path("outputs") / "compare" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
@@ -262,7 +264,7 @@ def markdown(rows: list[dict[str, Any]], source: str, baseline_train_size: int |
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(prog="lenet-compare", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("comparison"), help="folder for comparison.md/csv/png (default: ./comparison)")
-    parser.add_argument("--from-sweep", type=Path, default=None, metavar="SWEEP_DIR", help="take the networks from this `python train.py -m ...` sweep instead of training them")
+    parser.add_argument("--from-sweep", type=Path, nargs="+", default=[], metavar="SWEEP_DIR", help="take the networks from these `python train.py -m ...` sweeps instead of training them")
     parser.add_argument("--runs-dir", type=Path, default=None, help="run directories of the networks trained here (default: outputs/compare/<time>)")
     parser.add_argument("--data-dir", default=default_data_dir(), help="default: $LENET_DATA_DIR or ./data")
     parser.add_argument("--epochs", type=int, default=None, help="override every preset's trainer.max_epochs (quick runs)")

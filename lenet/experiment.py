@@ -25,6 +25,7 @@ from lenet.evaluation import Evaluation, evaluate, score
 from lenet.inference import load_model, read_checkpoint
 from lenet.metrics import SUMMARY_METRICS
 from lenet.models import count_parameters
+from lenet.module import DISTILL_DEFAULTS
 from lenet.registry import check_config_targets
 from lenet.report import write_evaluation_report
 
@@ -180,6 +181,7 @@ def recipe(model_hparams: Mapping[str, Any], data_hparams: Mapping[str, Any], **
     only what differs between runs (network, optimiser, lr, schedule, batch, augmentation, ...)."""
     optimizer = model_hparams.get("optimizer") or {}
     scheduler = model_hparams.get("scheduler") or {}
+    distill = {**DISTILL_DEFAULTS, **model_hparams["distill"]} if model_hparams.get("distill") else {}
     settings = {
         "network": _class_name(model_hparams["net"]),
         "optimizer": _class_name(optimizer) or "none",
@@ -189,6 +191,10 @@ def recipe(model_hparams: Mapping[str, Any], data_hparams: Mapping[str, Any], **
         "batch_size": data_hparams.get("batch_size"),
         "augmentation": _augmentation_name(data_hparams.get("augment")),
         "label_smoothing": model_hparams.get("label_smoothing", 0.0),
+        "distillation": (
+            f"{len(distill['teachers'])} teachers, weight {distill['weight']}, T {distill['temperature']}"
+            if distill else None
+        ),
         **extra,
     }
     return {key: value for key, value in settings.items() if value is not None}

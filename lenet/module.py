@@ -7,14 +7,16 @@ checkpoint's hyperparameters alone rebuild the model) and the per-stage torchmet
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from lenet.config import to_plain
+from lenet.inference import load_model
 from lenet.registry import build
 from lenet.metrics import classification_metrics
 
@@ -44,6 +46,7 @@ class Classifier(L.LightningModule):
         label_smoothing: float = 0.0,
         num_classes: int = 10,
         memory_format: str = "channels_last",
+        distill: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if memory_format not in MEMORY_FORMATS:
@@ -61,10 +64,14 @@ class Classifier(L.LightningModule):
                 "label_smoothing": label_smoothing,
                 "num_classes": num_classes,
                 "memory_format": memory_format,
+                "distill": to_plain(distill),
             },
             logger=False,  # hparams go to TensorBoard once, with the final metrics (lenet.experiment)
         )
         self.net = build(self.hparams.net, "network", "model.net").to(memory_format=MEMORY_FORMATS[memory_format])
+        # A plain list, not submodules: the teachers are never trained, saved in this checkpoint or
+        # counted as its parameters; on_fit_start moves them to the training device.
+        self.distillation = load_teachers(self.hparams.distill)
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
@@ -84,8 +91,32 @@ class Classifier(L.LightningModule):
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         return loss, logits, y
 
+    def distillation_loss(self, logits: Tensor, x: Tensor) -> Tensor:
+        """KL divergence from the teachers' mean softened probabilities on the same (augmented) batch,
+        scaled by T^2 so its gradients keep their size whatever the temperature (Hinton et al., 2015)."""
+        temperature = self.distillation.temperature
+        with torch.no_grad():
+            targets = torch.stack([teacher(x).div(temperature).softmax(dim=1) for teacher in self.distillation.teachers]).mean(dim=0)
+        log_probs = (logits / temperature).log_softmax(dim=1)
+        return F.kl_div(log_probs, targets, reduction="batchmean") * temperature**2
+
+    def on_fit_start(self) -> None:
+        if self.distillation is None:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        dataset = getattr(datamodule, "hparams", {}).get("dataset", self.distillation.dataset)
+        if dataset != self.distillation.dataset:
+            raise ValueError(
+                f"model.distill.teachers were trained on {self.distillation.dataset}, this run trains on {dataset}: "
+                f"use teachers trained on {dataset}"
+            )
+        self.distillation.teachers = [teacher.to(self.device) for teacher in self.distillation.teachers]
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, logits, y = self.model_step(batch)
+        if self.distillation is not None:
+            weight = self.distillation.weight
+            loss = (1 - weight) * loss + weight * self.distillation_loss(logits, batch[0])
         # Per step only device-side bookkeeping: no host sync, no metric update, no logger call.
         # The epoch's predictions go through the train metrics once, at the end of the epoch. (The
         # standard self.log(metric, on_epoch=True) moves each Metric .to(device) on every call: a
@@ -165,6 +196,45 @@ class Classifier(L.LightningModule):
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+DISTILL_DEFAULTS = {"teachers": None, "weight": 0.5, "temperature": 4.0}
+
+
+@dataclass
+class Distillation:
+    """Frozen trained networks whose mean softened answers the student learns to match, and how much."""
+
+    teachers: list[nn.Module]
+    weight: float  # share of the distillation loss; the rest is cross-entropy with the labels
+    temperature: float
+    dataset: str  # what the teachers were trained on, so their inputs are normalised alike
+
+
+def load_teachers(distill: Mapping[str, Any] | None) -> Distillation | None:
+    """`model.distill` ({teachers: [run dir or .ckpt, ...], weight: (0, 1], temperature: > 0}), loaded;
+    None when it is null. Teachers are read like any checkpoint (lenet.inference: weights only,
+    allow-listed networks)."""
+    if not distill:
+        return None
+    distill = {**DISTILL_DEFAULTS, **distill}
+    teachers, weight, temperature = distill["teachers"], distill["weight"], distill["temperature"]
+    if not teachers or isinstance(teachers, str) or not all(isinstance(path, str) for path in teachers):
+        raise ValueError(
+            f"model.distill.teachers={teachers!r} must be a list of run directories or checkpoints, "
+            "e.g. 'model.distill.teachers=[outputs/2026-11-26/10-00-00_123]'"
+        )
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 < weight <= 1.0:
+        raise ValueError(f"model.distill.weight={weight!r} must be a number in (0, 1], e.g. 0.7")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
+        raise ValueError(f"model.distill.temperature={temperature!r} must be a positive number, e.g. 4")
+    loaded = [load_model(path) for path in teachers]
+    datasets = sorted({model.dataset for model in loaded})
+    if len(datasets) > 1:
+        raise ValueError(f"model.distill.teachers were trained on different datasets ({datasets}): give teachers of one dataset")
+    for model in loaded:
+        model.net.requires_grad_(False)
+    return Distillation([model.net for model in loaded], float(weight), float(temperature), datasets[0])
 
 
 def build_optimization(parameters, optimizer: Mapping[str, Any], scheduler: Mapping[str, Any] | None, total_steps: int):

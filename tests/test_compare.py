@@ -60,6 +60,23 @@ def test_compare_reads_a_sweep_and_adds_seed_ensembles_and_baselines(trained_run
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_compare_reads_several_sweeps_into_one_table(trained_run, tmp_path):
+    fake_job(tmp_path / "a", "0", trained_run, ["experiment=fast", "seed=1"])
+    fake_job(tmp_path / "b", "0", trained_run, ["experiment=robust", "seed=1"])
+    fake_job(tmp_path / "b", "1", trained_run, ["experiment=robust", "seed=2"])
+    out = tmp_path / "comparison"
+    rows = main([
+        "--from-sweep", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out), "--data-dir", str(data_dir()),
+        "--baseline-train-size", "500", "--only", "knn", "--real-digits", "none",
+    ])
+    assert [row["model"] for row in rows] == [
+        "experiment=fast seed=1", "experiment=robust seed=1", "experiment=robust seed=2",
+        "experiment=robust: ensemble of 2 (seeds 1, 2)", "knn",
+    ]
+    markdown = (out / "comparison.md").read_text()
+    assert f"the Hydra multirun `{tmp_path / 'a'}` and of the Hydra multirun `{tmp_path / 'b'}`" in markdown
+
+
 def test_a_sweep_without_finished_jobs_is_a_clear_error(tmp_path):
     fake_job(tmp_path / "sweep", "0", None, ["seed=1"])
     with pytest.raises(ValueError, match="no finished job"):
