@@ -192,7 +192,7 @@ def recipe(model_hparams: Mapping[str, Any], data_hparams: Mapping[str, Any], **
         "augmentation": _augmentation_name(data_hparams.get("augment")),
         "label_smoothing": model_hparams.get("label_smoothing", 0.0),
         "distillation": (
-            f"{len(distill['teachers'])} teachers, weight {distill['weight']}, T {distill['temperature']}"
+            f"{len(distill['teachers'])} teacher{'s' * (len(distill['teachers']) > 1)}, weight {distill['weight']}, T {distill['temperature']}"
             if distill else None
         ),
         **extra,

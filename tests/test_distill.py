@@ -44,6 +44,7 @@ def test_a_student_learns_what_its_teacher_says_not_the_labels(trained_run, tmp_
         "trainer.max_epochs=1", "trainer.limit_train_batches=60", "data.batch_size=128", "trainer.enable_progress_bar=false",
         "figures=false", f"+model.distill.teachers=[{shifted}]", "+model.distill.weight=1.0", "+model.distill.temperature=2.0",
     ]))  # fmt: skip
+    assert "| distillation | 1 teacher, weight 1.0, T 2.0 |" in (tmp_path / "student" / "report.md").read_text()
     student = load_model(tmp_path / "student")
     assert student.model_hparams["distill"]["teachers"] == [str(shifted)]
     images, labels = load_split(data_dir(), "mnist", "test")
