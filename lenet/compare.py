@@ -95,6 +95,15 @@ def ensemble_row(
     }
 
 
+def recipe_key(overrides: str) -> tuple[tuple[str, str], ...]:
+    """The overrides of a job without its seed, values parsed: a sweep records `figures=False` where a
+    single run records `figures=false`, and both are one recipe."""
+    import yaml
+
+    items = (item.partition("=") for item in overrides.split() if not item.startswith("seed="))
+    return tuple(sorted((key, repr(yaml.safe_load(value))) for key, _, value in items))
+
+
 def sweep_rows(sweep_dir: Path, test_images: Tensor, test_labels: Tensor, sets: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
     """Every finished job of a Hydra multirun, then one ensemble per group of jobs that differ only in seed."""
     from lenet.sweep import collect  # the sweep summary's own reading of job folders
@@ -104,15 +113,15 @@ def sweep_rows(sweep_dir: Path, test_images: Tensor, test_labels: Tensor, sets: 
         raise ValueError(
             f"{sweep_dir} holds no finished job (a folder with .hydra/ and metrics.json): run `python train.py -m ...` first"
         )
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[tuple[tuple[str, str], ...], list[dict[str, Any]]] = {}
     for job in jobs:
         row = network_row(sweep_dir / job["job"], job["overrides"] or f"job {job['job']}", job["overrides"], test_images, sets)
         yield row
-        recipe = [item for item in job["overrides"].split() if not item.startswith("seed=")]
-        groups.setdefault(" ".join(recipe), []).append(row)
-    for recipe, members in groups.items():
+        groups.setdefault(recipe_key(job["overrides"]), []).append(row)
+    for members in groups.values():
         if len(members) > 1:
-            seeds = ", ".join(item[5:] for row in members for item in row["recipe"].split() if item.startswith("seed="))
+            recipe = " ".join(item for item in members[0]["recipe"].split() if not item.startswith("seed="))
+            seeds = ", ".join(sorted((item[5:] for row in members for item in row["recipe"].split() if item.startswith("seed=")), key=lambda seed: (len(seed), seed)))
             yield ensemble_row(members, f"{recipe or 'defaults'}: ensemble of {len(members)} (seeds {seeds})", test_images, test_labels, sets)
 
 
@@ -288,6 +297,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         args.out, args.data_dir, args.from_sweep, args.runs_dir, overrides, args.ensemble_seeds, args.baseline_train_size,
         args.only, real_digits, args.real_limit,
     )
+
+
+def cli() -> None:
+    """`lenet-compare`: main() without its return value, which an entry point would take for the exit status."""
+    main()
 
 
 if __name__ == "__main__":

@@ -64,5 +64,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return metrics
 
 
+def cli() -> None:
+    """`lenet-ensemble`: main() without its return value, which an entry point would take for the exit status."""
+    main()
+
+
 if __name__ == "__main__":
     main(sys.argv[1:])

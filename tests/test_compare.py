@@ -9,7 +9,7 @@ import shutil
 import pytest
 from helpers import data_dir
 
-from lenet.compare import main
+from lenet.compare import main, recipe_key
 
 
 def fake_job(sweep_dir, job: str, run_dir, overrides: list[str]) -> None:
@@ -75,6 +75,14 @@ def test_compare_reads_several_sweeps_into_one_table(trained_run, tmp_path):
     ]
     markdown = (out / "comparison.md").read_text()
     assert f"the Hydra multirun `{tmp_path / 'a'}` and of the Hydra multirun `{tmp_path / 'b'}`" in markdown
+
+
+def test_a_recipe_is_the_same_however_hydra_recorded_it():
+    """A sweep records `figures=False`, a single run `figures=false`: one recipe, so one ensemble."""
+    assert recipe_key("experiment=fast model.net.convs_per_stage=2 seed=1 figures=false") == recipe_key(
+        "experiment=fast model.net.convs_per_stage=2 seed=2 figures=False"
+    )
+    assert recipe_key("experiment=fast seed=1") != recipe_key("experiment=fast model.optimizer.lr=0.1 seed=1")
 
 
 def test_a_sweep_without_finished_jobs_is_a_clear_error(tmp_path):

@@ -48,6 +48,20 @@ def test_command_line_prints_and_writes_metrics(trained_run, tmp_path, capsys, m
     assert json.loads(out.read_text())["test/acc"] == pytest.approx(metrics["test/acc"])
 
 
+def test_the_installed_command_exits_0_and_prints_only_the_metrics(trained_run):
+    """An entry point's return value becomes the exit status: `lenet-ensemble` must not return its metrics."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from helpers import data_dir
+
+    command = Path(sys.executable).parent / "lenet-ensemble"
+    result = subprocess.run([str(command), str(trained_run), "--data-dir", str(data_dir())], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "1 members" in result.stdout and "{" not in result.stdout + result.stderr
+
+
 def test_no_members_is_a_clear_error():
     with pytest.raises(CheckpointError, match="at least one"):
         load_ensemble([])
