@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lenet.config import to_plain
-from lenet.inference import load_model
+from lenet.inference import Ensemble, LoadedModel, load_ensemble
 from lenet.registry import build
 from lenet.metrics import classification_metrics
 
@@ -69,8 +69,8 @@ class Classifier(L.LightningModule):
             logger=False,  # hparams go to TensorBoard once, with the final metrics (lenet.experiment)
         )
         self.net = build(self.hparams.net, "network", "model.net").to(memory_format=MEMORY_FORMATS[memory_format])
-        # A plain list, not submodules: the teachers are never trained, saved in this checkpoint or
-        # counted as its parameters; on_fit_start moves them to the training device.
+        # Not submodules: the teachers are never trained, saved in this checkpoint or counted as its
+        # parameters; on_fit_start moves them to the training device.
         self.distillation = load_teachers(self.hparams.distill)
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
@@ -228,13 +228,13 @@ def load_teachers(distill: Mapping[str, Any] | None) -> Distillation | None:
         raise ValueError(f"model.distill.weight={weight!r} must be a number in (0, 1], e.g. 0.7")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
         raise ValueError(f"model.distill.temperature={temperature!r} must be a positive number, e.g. 4")
-    loaded = [load_model(path) for path in teachers]
-    datasets = sorted({model.dataset for model in loaded})
-    if len(datasets) > 1:
-        raise ValueError(f"model.distill.teachers were trained on different datasets ({datasets}): give teachers of one dataset")
-    for model in loaded:
-        model.net.requires_grad_(False)
-    return Distillation([model.net for model in loaded], float(weight), float(temperature), datasets[0])
+    loaded = load_ensemble(teachers)  # the one loading path: safe reads, one dataset for all
+    members = loaded.members if isinstance(loaded, Ensemble) else [loaded]
+    if not all(isinstance(member, LoadedModel) for member in members):
+        raise ValueError("model.distill.teachers must be run directories or .ckpt files: an exported .onnx cannot teach")
+    for member in members:
+        member.net.requires_grad_(False)
+    return Distillation([member.net for member in members], float(weight), float(temperature), loaded.dataset)
 
 
 def build_optimization(parameters, optimizer: Mapping[str, Any], scheduler: Mapping[str, Any] | None, total_steps: int):

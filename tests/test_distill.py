@@ -3,6 +3,8 @@ augmented batches; the teachers are read like any checkpoint and never become pa
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -64,7 +66,7 @@ def test_a_student_learns_what_its_teacher_says_not_the_labels(trained_run, tmp_
     ],
 )
 def test_bad_distillation_settings_are_named(distill, expected):
-    with pytest.raises(ValueError, match=expected.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ValueError, match=re.escape(expected)):
         Classifier(LENET, SGD, distill=distill)
 
 
@@ -73,3 +75,12 @@ def test_a_missing_teacher_is_a_clear_error(tmp_path):
 
     with pytest.raises(CheckpointError, match="does not exist"):
         Classifier(LENET, SGD, distill={"teachers": [str(tmp_path / "nowhere")]})
+
+
+def test_an_exported_onnx_model_cannot_teach(trained_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from lenet.export import export_onnx
+
+    onnx = export_onnx(load_model(trained_run), tmp_path / "model.onnx")
+    with pytest.raises(ValueError, match="an exported .onnx cannot teach"):
+        Classifier(LENET, SGD, distill={"teachers": [str(onnx)]})
