@@ -37,7 +37,7 @@ TARGET = 0.99
 REFERENCE = ["model.optimizer.lr=0.1", "trainer.max_epochs=1"]  # the default recipe at peak 0.1, one epoch
 
 
-def bare_loop(overrides: list[str], seed: int, validate: bool) -> dict:
+def bare_loop(overrides: list[str], seed: int, validate: bool, device: str = "cpu") -> dict:
     """The composed recipe in plain PyTorch: same data split and order, optimiser and schedule as train.py."""
     import torch
     import torch.nn.functional as F
@@ -55,9 +55,10 @@ def bare_loop(overrides: list[str], seed: int, validate: bool) -> dict:
     data, model = to_plain(cfg.data), to_plain(cfg.model)
     datamodule = MNISTDataModule(**{k: v for k, v in data.items() if k != "_target_"})
     datamodule.setup()
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (datamodule.splits[s] for s in ("train", "val", "test"))
-    net = build(model["net"], "network")
-    sampler = BatchIndices(len(train_y), data["batch_size"], shuffle=True, seed=data["shuffle_seed"])
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (
+        tuple(t.to(device) for t in datamodule.splits[s]) for s in ("train", "val", "test"))
+    net = build(model["net"], "network").to(device)
+    sampler = BatchIndices(len(train_y), data["batch_size"], shuffle=True, seed=data["shuffle_seed"], device=device)
     epochs, limit = cfg.trainer.max_epochs, cfg.trainer.limit_train_batches
     # Batches per epoch as Lightning counts them under trainer.limit_train_batches (a share or a count).
     per_epoch = len(sampler) if limit is None else min(len(sampler), int(limit if isinstance(limit, int) else len(sampler) * limit))
@@ -80,6 +81,8 @@ def bare_loop(overrides: list[str], seed: int, validate: bool) -> dict:
             with torch.no_grad():
                 for start in range(0, len(val_y), eval_batch):
                     net(normalize(val_x[start : start + eval_batch]))
+    if device != "cpu":
+        torch.cuda.synchronize()
     fit_seconds = time.perf_counter() - started
     net.eval()
     with torch.no_grad():
@@ -119,9 +122,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "time_to_accuracy.json")
     parser.add_argument("--bare", help=argparse.SUPPRESS)  # worker: JSON list of overrides
     parser.add_argument("--validate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help="worker: where the bare loop runs (cpu or cuda)")
     args = parser.parse_args()
     if args.bare is not None:
-        print(json.dumps(bare_loop(json.loads(args.bare), args.seeds[0], args.validate)))
+        print(json.dumps(bare_loop(json.loads(args.bare), args.seeds[0], args.validate, args.device)))
         return
 
     methods = {

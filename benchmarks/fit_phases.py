@@ -1,0 +1,113 @@
+"""Where a Lightning fit's time goes: the set-up before the first step, training steps, validation,
+checkpoints and the end, for a composed recipe on this machine's CPU or GPU.
+
+Each variant is fitted twice in one process: the first fit pays one-time costs (CUDA context and
+kernel loading, oneDNN/cuDNN set-up), the second shows the steady state.
+
+    python benchmarks/fit_phases.py experiment=fast                       # CPU
+    python benchmarks/fit_phases.py experiment=fast_gpu --variant trainer.deterministic=false
+
+Prints one line per fit; the phases are wall time with the device synchronised at each boundary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def phase_timer():
+    import lightning as L
+    import torch
+
+    class PhaseTimer(L.Callback):
+        """Adds wall time between hooks to named phases (device synchronised at each boundary)."""
+
+        def __init__(self) -> None:
+            self.seconds: dict[str, float] = defaultdict(float)
+            self._mark = time.perf_counter()
+
+        def _lap(self, phase: str) -> None:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            self.seconds[phase] += now - self._mark
+            self._mark = now
+
+        def on_fit_start(self, trainer, module):
+            self._lap("before fit_start (set-up)")
+
+        def on_train_start(self, trainer, module):
+            self._lap("fit_start to train_start")
+
+        def on_train_epoch_start(self, trainer, module):
+            self._lap("between epochs")
+
+        def on_validation_start(self, trainer, module):
+            self._lap("training steps")
+
+        def on_validation_end(self, trainer, module):
+            self._lap("validation")
+
+        def on_train_epoch_end(self, trainer, module):
+            self._lap("epoch end (metrics, checkpoints)")
+
+        def on_train_end(self, trainer, module):
+            self._lap("last epoch end to train_end")
+
+        def on_fit_end(self, trainer, module):
+            self._lap("train_end to fit_end")
+
+    return PhaseTimer
+
+
+def fit_once(overrides: list[str]) -> tuple[float, dict[str, float], int]:
+    import torch
+    from hydra.utils import instantiate
+
+    from lenet.config import load_config
+    from lenet.evaluation import default_data_dir
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg = load_config([f"data.data_dir={default_data_dir()}", *overrides], run_dir=run_dir)
+        torch.manual_seed(cfg.seed)
+        torch.utils.deterministic.fill_uninitialized_memory = False
+        datamodule = instantiate(cfg.data, _recursive_=False)
+        datamodule.setup("fit")
+        model = instantiate(cfg.model, _recursive_=False)
+        timer = phase_timer()()
+        callbacks = [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values() if spec] + [timer]
+        logger = instantiate(cfg.logger) if cfg.get("logger") else False  # as train.py runs it
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+        started = time.perf_counter()
+        timer._mark = started
+        trainer.fit(model, datamodule=datamodule)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter() - started, dict(timer.seconds), trainer.global_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the recipe, e.g. experiment=fast")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="an extra override (comma-separated for several) timed as its own variant")
+    args = parser.parse_args()
+    variants = [[]] + [v.split(",") for v in args.variant]
+    for variant in variants:
+        for attempt in ("first", "second"):
+            total, phases, steps = fit_once([*args.overrides, *variant])
+            split = ", ".join(f"{name} {seconds:.2f}" for name, seconds in phases.items())
+            print(f"{' '.join(variant) or 'as composed'} [{attempt} fit]: {total:.2f} s, {steps} steps "
+                  f"({1000 * phases.get('training steps', 0) / max(steps, 1):.2f} ms/step) | {split}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
