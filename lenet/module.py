@@ -201,6 +201,11 @@ class Classifier(L.LightningModule):
 DISTILL_DEFAULTS = {"teachers": None, "weight": 0.5, "temperature": 4.0}
 
 
+def distill_settings(distill: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """`model.distill` with its defaults filled in; None when distillation is off."""
+    return {**DISTILL_DEFAULTS, **distill} if distill else None
+
+
 @dataclass
 class Distillation:
     """Frozen trained networks whose mean softened answers the student learns to match, and how much."""
@@ -215,9 +220,9 @@ def load_teachers(distill: Mapping[str, Any] | None) -> Distillation | None:
     """`model.distill` ({teachers: [run dir or .ckpt, ...], weight: (0, 1], temperature: > 0}), loaded;
     None when it is null. Teachers are read like any checkpoint (lenet.inference: weights only,
     allow-listed networks)."""
-    if not distill:
+    distill = distill_settings(distill)
+    if distill is None:
         return None
-    distill = {**DISTILL_DEFAULTS, **distill}
     teachers, weight, temperature = distill["teachers"], distill["weight"], distill["temperature"]
     if not teachers or isinstance(teachers, str) or not all(isinstance(path, str) for path in teachers):
         raise ValueError(
