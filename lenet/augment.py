@@ -241,6 +241,42 @@ class FillBox:
         return f"FillBox(box={self.box}, level={self.level})"
 
 
+class StrokeGaps:
+    """Breaks in the strokes: a pen that skips, a faint scan, or a writer who leaves a 0, a 6 or a 9
+    open at the top (USPS's misread 0s and 5s are often such open or broken shapes).
+
+    `gaps` discs are erased per image, each centred on an ink pixel (above `level`) drawn at random,
+    with a radius uniform in `radius` (pixels). Erasing at most a few pixels of stroke keeps the digit
+    what it was; empty images are left as they are; gaps=0 is the identity.
+    """
+
+    def __init__(self, gaps: int = 1, radius: Sequence[float] = (1.5, 2.5), level: float = 0.3, generator: torch.Generator | None = None) -> None:
+        low, high = radius
+        if gaps < 0 or not 0 < low <= high or not 0 < level < 1:
+            raise ValueError(f"StrokeGaps(gaps={gaps}, radius={tuple(radius)}, level={level}): need gaps >= 0, "
+                             "a radius range 0 < low <= high (pixels) and 0 < level < 1")
+        self.gaps, self.radius, self.level, self.generator = gaps, (low, high), level, generator
+
+    def __call__(self, x: Tensor) -> Tensor:
+        batch, _, height, width = x.shape
+        ink = (x[:, 0] > self.level).flatten(1)  # (B, H*W)
+        has_ink = ink.any(dim=1)
+        # Blank images get uniform weights so every row can be sampled; they are left untouched below.
+        weights = torch.where(has_ink.unsqueeze(1), ink.to(x.dtype), torch.ones_like(ink, dtype=x.dtype))
+        ys = torch.arange(height, device=x.device, dtype=x.dtype).view(1, -1, 1)
+        xs = torch.arange(width, device=x.device, dtype=x.dtype).view(1, 1, -1)
+        keep = torch.ones(batch, height, width, device=x.device, dtype=x.dtype)
+        for _ in range(self.gaps):
+            centre = torch.multinomial(weights, 1, generator=self.generator).flatten()
+            cy, cx = (centre // width).to(x.dtype).view(-1, 1, 1), (centre % width).to(x.dtype).view(-1, 1, 1)
+            r = _uniform(*self.radius, batch, x, self.generator).view(-1, 1, 1)
+            keep = keep * (torch.hypot(xs - cx, ys - cy) - r + 0.5).clamp(0, 1)  # soft edge, one pixel wide
+        return torch.where(has_ink.view(-1, 1, 1, 1), x * keep.unsqueeze(1), x)
+
+    def __repr__(self) -> str:
+        return f"StrokeGaps(gaps={self.gaps}, radius={self.radius}, level={self.level})"
+
+
 class StyleStrokes:
     """Strokes that many writers add and MNIST's rarely do: a flag on the 1 (a stroke from its top
     end down to the left; without it a European 1 reads as a 7) and a crossbar through the 7's stem.

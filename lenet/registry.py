@@ -28,6 +28,7 @@ AUGMENTATIONS = frozenset(
         "lenet.augment.RandomApply",
         "lenet.augment.FillBox",
         "lenet.augment.StyleStrokes",
+        "lenet.augment.StrokeGaps",
     }
 )
 OPTIMIZERS = frozenset({"torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW", "torch.optim.RMSprop"})

@@ -9,7 +9,8 @@ from helpers import compose_config
 from hydra.utils import instantiate
 
 from lenet.augment import (
-    Compose, ElasticDistortion, FillBox, LowResolution, RandomAffine, RandomApply, StrokeWidth, StyleStrokes, apply,
+    Compose, ElasticDistortion, FillBox, LowResolution, RandomAffine, RandomApply, StrokeGaps, StrokeWidth, StyleStrokes,
+    apply,
 )
 from lenet.inference import load_model
 
@@ -20,6 +21,7 @@ AUGMENTATIONS = {
     "aspect": lambda: RandomAffine(aspect=1.5),
     "stroke": lambda: StrokeWidth(thinner=0.5, thicker=1.5),
     "lowres": lambda: LowResolution(low=10, high=18, binarize=0.7),
+    "gaps": lambda: StrokeGaps(gaps=2, radius=(1.5, 3.0)),
     "random_apply": lambda: RandomApply(StrokeWidth(thinner=0.0, thicker=1.0), p=0.5),
 }
 
@@ -48,7 +50,7 @@ def test_shape_range_and_ink_are_kept(name, digits):
     [
         RandomAffine(), RandomAffine(scale=(1.0, 1.0), aspect=1.0), ElasticDistortion(alpha=0.0),
         StrokeWidth(thinner=0.0, thicker=0.0), RandomApply(StrokeWidth(thicker=2.0), p=0.0),
-        LowResolution(low=28, high=28, binarize=0.0),
+        LowResolution(low=28, high=28, binarize=0.0), StrokeGaps(gaps=0),
     ],
     ids=repr,
 )
@@ -166,8 +168,26 @@ def test_bad_arguments_name_the_problem():
         RandomApply(StrokeWidth(), p=1.5)
     with pytest.raises(ValueError, match="flag"):
         StyleStrokes(flag=2)
+    with pytest.raises(ValueError, match="radius"):
+        StrokeGaps(radius=(3.0, 1.0))
     with pytest.raises(ValueError, match="needs the batch's labels"):
         apply(Compose([StyleStrokes()]), torch.zeros(2, 1, 28, 28))
+
+
+def test_stroke_gaps_erase_a_small_disc_of_ink_and_nothing_else(digits):
+    x, _ = digits
+    y = StrokeGaps(gaps=1, radius=(2.0, 2.0), generator=torch.Generator().manual_seed(0))(x)
+    assert (y <= x).all()  # only erases
+    removed = (x - y).flatten(1)
+    # Every image loses some ink, at most a disc of radius 2.5 px (soft edge included): about 20 pixels.
+    assert (removed.amax(1) > 0.3).all()
+    assert int(((x - y) > 0.01).flatten(1).sum(1).max()) <= 21
+    # The erased pixels sit within 2.5 px of one point on the stroke.
+    for i in range(8):
+        where = ((x[i, 0] - y[i, 0]) > 0.01).nonzero().float()
+        assert float(torch.cdist(where, where).max()) <= 5.0
+    blank = torch.zeros(2, 1, 28, 28)
+    assert torch.equal(StrokeGaps(gaps=3)(blank), blank)
 
 
 def test_style_strokes_add_ink_to_ones_and_sevens_only_and_keep_labels(digits):
@@ -201,7 +221,7 @@ def test_style_strokes_add_ink_to_ones_and_sevens_only_and_keep_labels(digits):
     [
         ("none", type(None)), ("affine", RandomAffine), ("elastic", Compose), ("stroke", StrokeWidth),
         ("aspect", RandomAffine), ("lowres", RandomApply), ("fill_box", RandomApply), ("robust", Compose),
-        ("styles", StyleStrokes), ("robust_styles", Compose),
+        ("styles", StyleStrokes), ("robust_styles", Compose), ("gaps", RandomApply),
     ],
 )
 def test_config_group_builds_the_augmentation(option, expected, tmp_path):
