@@ -2,6 +2,7 @@
 
     python benchmarks/real_digits.py [LABEL=]CKPT[,CKPT...] [...] [--sets usps,pen,...] [--limit N]
         [--seed 0] [--unsure-below 0.5] [--out benchmarks/results/real_digits.json] [--cache-dir DIR] [--no-samples]
+        [--misread SET]
 
 Each positional argument is one model: a run directory or .ckpt file, or several joined by commas
 (an ensemble averaging their probabilities), named in the table by an optional `LABEL=` prefix.
@@ -9,7 +10,8 @@ The sets are lenet.realdigits's (default: all this machine can make); their prep
 cached, so another model costs seconds. Prints one row per model (accuracy per set, and on the
 official MNIST test set for reference), then per set the macro F1, refusals, "unsure" answers and
 top confusions; writes the JSON, a Markdown table beside it (.md) and a sheet of sample images
-(_samples.png, unless --no-samples).
+(_samples.png, unless --no-samples). --misread SET adds a sheet of every image of SET that the last
+model reads wrongly, as the model saw it (_misread_SET.png).
 """
 
 from __future__ import annotations
@@ -116,6 +118,27 @@ def sample_sheet(names: list[str], seed: int, data_dir: str, path: Path, per_set
     plt.close(figure)
 
 
+def misread_sheet(spec: str, prepared: realdigits.PreparedSet, path: Path, columns: int = 10) -> int:
+    """Every image of `prepared` that the model `spec` reads wrongly, as prepared: label→answer, confidence."""
+    import matplotlib.pyplot as plt
+
+    probs = load_ensemble(spec.rpartition("=")[2].split(",")).predict_probs(prepared.images)
+    confidence, answers = probs.max(dim=1)
+    wrong = ((answers != prepared.labels) | prepared.refused).nonzero().flatten().tolist()
+    rows = max(1, -(-len(wrong) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.2 * columns, 1.4 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, i in zip(axes.flat, wrong):
+        axis.imshow(prepared.images[i, 0], cmap="gray", vmin=0, vmax=1)
+        answer = "refused" if prepared.refused[i] else f"{int(answers[i])} {float(confidence[i]):.2f}"
+        axis.set_title(f"{int(prepared.labels[i])}→{answer}", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return len(wrong)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="[LABEL=]run directory or .ckpt; comma-joined paths form an ensemble")
@@ -127,6 +150,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--cache-dir", type=Path, help=f"prepared sets (default: {realdigits.default_cache_dir()})")
     parser.add_argument("--no-samples", action="store_true", help="skip the sheet of sample images (saves a few seconds)")
     parser.add_argument("--data-dir", default=default_data_dir(), help="MNIST and USPS folder (default: $LENET_DATA_DIR)")
+    parser.add_argument("--misread", metavar="SET", help="also draw every image of SET that the last model reads wrongly")
     args = parser.parse_args(argv)
 
     data_dir = args.data_dir
@@ -184,6 +208,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not args.no_samples:
         written.append(args.out.with_name(args.out.stem + "_samples.png"))
         sample_sheet(names, args.seed, data_dir, written[-1])
+    if args.misread:
+        if args.misread not in sets:
+            parser.error(f"--misread {args.misread}: not among the sets measured ({', '.join(sets)})")
+        written.append(args.out.with_name(f"{args.out.stem}_misread_{args.misread}.png"))
+        misread_sheet(args.models[-1], sets[args.misread], written[-1])
     print(f"\nwritten: {', '.join(map(str, written))}")
     return rows
 

@@ -158,7 +158,7 @@ def run_cli(args: list[str]) -> list[dict]:
 def test_benchmark_runs_end_to_end_on_a_trained_checkpoint(trained_run, tmp_path, capsys):
     out = tmp_path / "results" / "real_digits.json"
     args = ["--limit", "60", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--data-dir", str(data_dir())]
-    rows = run_cli([str(trained_run), f"pair={trained_run},{trained_run}", *args])
+    rows = run_cli([str(trained_run), f"pair={trained_run},{trained_run}", *args, "--misread", "usps"])
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
     names = [name for name in realdigits.SET_NAMES if realdigits.unavailable(name, data_dir()) is None]
@@ -176,6 +176,9 @@ def test_benchmark_runs_end_to_end_on_a_trained_checkpoint(trained_run, tmp_path
     assert rows[1]["checkpoints"] == [str(trained_run)] * 2 and "| model | usps |" in printed
     assert out.with_suffix(".md").read_text().count("|") > 10
     assert Image.open(out.with_name("real_digits_samples.png")).size[0] > 500
+    # Every misread USPS digit of the last model on one sheet, ten a row.
+    misread = round((1 - ensemble["sets"]["usps"]["accuracy"]) * 60)
+    assert misread > 0 and Image.open(out.with_name("real_digits_misread_usps.png")).size[1] >= 100 * -(-misread // 10)
 
 
 def test_identical_checkpoints_as_an_ensemble_score_as_the_single_model(trained_run, tmp_path):
