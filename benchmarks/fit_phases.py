@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -31,6 +32,9 @@ def phase_timer():
 
         def __init__(self) -> None:
             self.seconds: dict[str, float] = defaultdict(float)
+            self.start()
+
+        def start(self) -> None:
             self._mark = time.perf_counter()
 
         def _lap(self, phase: str) -> None:
@@ -73,7 +77,6 @@ def fit_once(overrides: list[str]) -> tuple[float, dict[str, float], int]:
 
     from lenet.config import load_config
     from lenet.evaluation import default_data_dir
-    import tempfile
 
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = load_config([f"data.data_dir={default_data_dir()}", *overrides], run_dir=run_dir)
@@ -87,7 +90,7 @@ def fit_once(overrides: list[str]) -> tuple[float, dict[str, float], int]:
         logger = instantiate(cfg.logger) if cfg.get("logger") else False  # as train.py runs it
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
         started = time.perf_counter()
-        timer._mark = started
+        timer.start()
         trainer.fit(model, datamodule=datamodule)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
