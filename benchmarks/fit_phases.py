@@ -73,22 +73,15 @@ def phase_timer():
 
 def fit_once(overrides: list[str]) -> tuple[float, dict[str, float], int]:
     import torch
-    from hydra.utils import instantiate
 
     from lenet.config import load_config
     from lenet.evaluation import default_data_dir
+    from lenet.experiment import prepare_training
 
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = load_config([f"data.data_dir={default_data_dir()}", *overrides], run_dir=run_dir)
-        torch.manual_seed(cfg.seed)
-        torch.utils.deterministic.fill_uninitialized_memory = False
-        datamodule = instantiate(cfg.data, _recursive_=False)
-        datamodule.setup("fit")
-        model = instantiate(cfg.model, _recursive_=False)
         timer = phase_timer()()
-        callbacks = [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values() if spec] + [timer]
-        logger = instantiate(cfg.logger) if cfg.get("logger") else False  # as train.py runs it
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+        datamodule, model, trainer = prepare_training(cfg, extra_callbacks=[timer])  # as train.py builds them
         started = time.perf_counter()
         timer.start()
         trainer.fit(model, datamodule=datamodule)

@@ -11,7 +11,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -77,22 +77,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return evaluate_checkpoint(cfg)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def prepare_training(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> tuple[MNISTDataModule, L.LightningModule, L.Trainer]:
+    """The seeded data module (MNIST read), model and Trainer that `train` fits; benchmarks build theirs here too."""
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} but torch sees no CUDA GPU here: use trainer=cpu (and experiment=fast rather than fast_gpu).")
     L.seed_everything(cfg.seed, workers=True)
     # trainer.deterministic keeps deterministic kernels; filling every new tensor with NaN (a debugging
     # aid that comes with them) only finds reads of uninitialised memory: writes that change no result.
     torch.utils.deterministic.fill_uninitialized_memory = False
-    run_dir = Path(cfg.run_dir)
     datamodule: MNISTDataModule = instantiate(cfg.data, _recursive_=False)
     model = instantiate(cfg.model, _recursive_=False)
     callbacks = [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     # Lightning writes checkpoints through an fsspec transaction (a temporary file moved into place):
     # a run killed mid-save keeps its previous checkpoint (tests/test_training.py kills one mid-write).
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
-
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, *extra_callbacks], logger=logger)
     # Reading MNIST is start-up, as in the bare-loop reference: the fit timer covers training alone.
     datamodule.setup("fit")
+    return datamodule, model, trainer
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    run_dir = Path(cfg.run_dir)
+    datamodule, model, trainer = prepare_training(cfg)
     fit_started_at, started = time.time(), time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     fit_seconds = time.perf_counter() - started
@@ -101,7 +109,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     checkpointing = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor), trainer.checkpoint_callback)
     best = checkpointing.best_model_path or checkpointing.last_model_path
     # The whole run's history, copied before trainer.test restores best.ckpt's (shorter) one into History.
-    history = list(next((cb.epochs for cb in callbacks if isinstance(cb, History)), []))
+    history = list(next((cb.epochs for cb in trainer.callbacks if isinstance(cb, History)), []))
     started = time.perf_counter()
     trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
     test_seconds = time.perf_counter() - started
@@ -119,6 +127,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_val_acc": float(checkpointing.best_model_score) if checkpointing.best_model_score is not None else None,
         "world_size": trainer.world_size,
     }
+    logger = trainer.logger
     tensorboard = logger.experiment if logger else None
     # The report is made from what trainer.test predicted: one source for the test metrics.
     evaluation = score(*model.test_outputs)

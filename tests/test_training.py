@@ -309,8 +309,12 @@ def test_ddp_on_two_cpu_processes_writes_one_run_directory(tmp_path):
         (["data.data_dir=/nonexistent", "data.download=false"], "files are missing from /nonexistent"),
         (["ckpt_path=/nonexistent/last.ckpt"], "checkpoint /nonexistent/last.ckpt does not exist"),
         (["model.net._target_=os.system"], "is not in this project's allow-list"),
+        pytest.param(
+            ["experiment=fast_gpu"], "trainer.accelerator=gpu but torch sees no CUDA GPU here: use trainer=cpu",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"),
+        ),
     ],
-    ids=["batch size", "learning rate", "data dir", "resume checkpoint", "target"],
+    ids=["batch size", "learning rate", "data dir", "resume checkpoint", "target", "gpu preset without a gpu"],
 )
 def test_user_errors_are_one_line_not_a_traceback(overrides, expected, tmp_path):
     result = train_subprocess([*TINY, *overrides, f"hydra.run.dir={tmp_path}"], timeout=180)
