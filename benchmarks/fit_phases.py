@@ -32,6 +32,7 @@ def phase_timer():
 
         def __init__(self) -> None:
             self.seconds: dict[str, float] = defaultdict(float)
+            self._validated = False
             self.start()
 
         def start(self) -> None:
@@ -52,15 +53,18 @@ def phase_timer():
 
         def on_train_epoch_start(self, trainer, module):
             self._lap("between epochs")
+            self._validated = False
 
         def on_validation_start(self, trainer, module):
             self._lap("training steps")
+            self._validated = True
 
         def on_validation_end(self, trainer, module):
             self._lap("validation")
 
         def on_train_epoch_end(self, trainer, module):
-            self._lap("epoch end (metrics, checkpoints)")
+            # An epoch without validation (check_val_every_n_epoch) ends its training steps here.
+            self._lap("epoch end (metrics, checkpoints)" if self._validated else "training steps")
 
         def on_train_end(self, trainer, module):
             self._lap("last epoch end to train_end")

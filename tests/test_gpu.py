@@ -40,3 +40,14 @@ def test_batches_live_on_the_gpu(tmp_path):
 def test_ddp_on_two_gpus(tmp_path):
     metrics = run(compose_config(tmp_path, ["trainer=ddp", "trainer.devices=2", "experiment=fast", "trainer.max_epochs=1"]))
     assert metrics["world_size"] == 2 and metrics["test/acc"] > 0.97
+
+
+def test_gpu_warm_up_leaves_the_run_as_seeded(tmp_path):
+    """prepare_training pays CUDA's set-up with a throwaway copy: the run's own network is the seeded one, still on the CPU."""
+    from lenet.experiment import prepare_training
+
+    _, warmed, _ = prepare_training(compose_config(tmp_path / "gpu", ["experiment=fast_gpu"]))
+    assert torch.cuda.is_initialized()
+    _, cold, _ = prepare_training(compose_config(tmp_path / "cpu", ["experiment=fast_gpu", "trainer.accelerator=cpu"]))
+    for a, b in zip(warmed.net.parameters(), cold.net.parameters(), strict=True):
+        assert a.device.type == "cpu" and torch.equal(a, b)
