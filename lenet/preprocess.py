@@ -6,8 +6,9 @@ canvas drawing only gets MNIST-like accuracy when prepared the same way, so this
 `prepare_image`, serves the predict CLI, the REST API and the drawing page:
 
     open (size and pixel limits) -> grey levels in [0, 1] (alpha composited) -> ink made light on
-    black -> background and specks removed -> cropped to the ink -> strokes thickened when too thin
-    -> longer side scaled to 20 px -> placed in 28x28 by centre of mass.
+    black -> cropped to the ink (thick strokes: shrunk to the digit's scale) -> background and specks
+    removed -> strokes thickened when too thin -> longer side scaled to 20 px -> placed in 28x28 by
+    centre of mass.
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ MNIST_STROKE = 2.6  # median stroke width of MNIST test digits, in pixels of the
 THIN_STROKE = 0.4  # strokes under this share of MNIST_STROKE (about 1 px in 20) are thickened to it
 MIN_SIDE = 8  # smaller images cannot hold a readable digit
 LIGHT_WINDOW = 0.25  # strokes are narrower than this share of the image side; lighting varies more slowly
+LIGHT_GRID = 32  # the page's lighting is estimated on a copy this many pixels a side, at most
 MIN_SOLID_SHARE = 0.1  # ink with under this share of its pixels inside solid strokes ...
 MAX_INK_SHARE = 0.2  # ... covering more of the image than this (MNIST: 0 of 10,000 digits) ...
 MAX_INK_PARTS = 20  # ... or in more separate parts than this (MNIST: at most 8) is noise, not strokes
+WORK_EXTENT = 64  # specks and soft edges are found on a copy shrunk while the ink's box keeps this many pixels ...
+MIN_WORK_STROKE = 4  # ... and its strokes this many: thin pen lines in a photo are never shrunk away
 
 ImageSource = str | Path | bytes | bytearray | Image.Image
 
@@ -128,7 +132,8 @@ def grey_levels(image: Image.Image) -> np.ndarray:
     elif image.mode not in ("L", "LA", "RGB", "RGBA"):  # CMYK, YCbCr, LAB, HSV
         image = image.convert("RGB")
     alpha = np.asarray(image.getchannel("A"), np.float32) / 255 if image.mode in ("LA", "RGBA") else None
-    grey = np.asarray(image.convert("L"), np.float32) / 255  # ITU-R 601 luma, as Pillow computes it
+    grey = np.asarray(image if image.mode == "L" else image.convert("L"), np.float32)  # ITU-R 601 luma, as Pillow computes it
+    grey *= 1 / 255
     if alpha is None or alpha.min() == 1:
         return grey
     # Put the visible strokes on the backdrop they contrast with: dark ink on white, light ink on black.
@@ -205,7 +210,7 @@ def find_ink(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         )
     # A 3x3 average (on images larger than MNIST's) only steers which way the ink goes and how
     # strong it is, so single noisy pixels cannot pass for ink; the pixels kept are unsmoothed.
-    smooth = ndimage.uniform_filter(grey, size=3) if min(grey.shape) >= 2 * FIELD else grey
+    smooth = _mean_3x3(grey) if min(grey.shape) >= 2 * FIELD else grey
     ring = max(1, round(0.02 * min(grey.shape)))
     border = np.concatenate(
         [smooth[:ring].ravel(), smooth[-ring:].ravel(), smooth[:, :ring].ravel(), smooth[:, -ring:].ravel()]
@@ -227,23 +232,74 @@ def find_ink(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             "vignetting or a gradient). Draw or photograph a digit with clear contrast."
         )
     # Everything below works on the box holding all pixels brighter than the paper (outside it the ink
-    # is 0): most of a drawing pad is blank. Every step gives what it would give on the whole image.
-    box = _bounding_box(grey > background)
-    ink = np.clip((grey[box] - background) / contrast, 0, 1)
+    # is 0): most of a drawing pad is blank.
+    rows, cols = _bounding_box(grey > background)
+    ink = np.clip((grey[rows, cols] - background) / contrast, 0, 1)
     mask = ink >= INK_LEVEL
-    labels, parts = ndimage.label(mask, structure=np.ones((3, 3)))
-    ink_share = float(mask.sum()) / grey.size
-    if _solid_share(mask) < MIN_SOLID_SHARE and (ink_share > MAX_INK_SHARE or parts > MAX_INK_PARTS):
-        raise NoDigitError(
-            f"no digit found: the ink is scattered specks ({parts} parts over {ink_share:.0%} of the image), not "
-            "strokes: noise or texture. Photograph one digit on plain paper, or draw it on the pad."
-        )
-    strokes = _strokes(labels, parts, ink)
-    # Keep the soft anti-aliased edge beside each stroke, drop everything else (background, specks).
-    near_strokes = _dilate(strokes, steps=max(1, round(_extent(strokes) / DIGIT_BOX)))
+    inner = int(_erode(mask).sum())
+    ink_pixels = max(int(mask.sum()), 1)
+    if inner / ink_pixels < MIN_SOLID_SHARE:  # hardly any solid strokes: scattered specks, or a thin line?
+        parts = ndimage.label(mask, structure=np.ones((3, 3)))[1]
+        ink_share = ink_pixels / grey.size
+        if ink_share > MAX_INK_SHARE or parts > MAX_INK_PARTS:
+            raise NoDigitError(
+                f"no digit found: the ink is scattered specks ({parts} parts over {ink_share:.0%} of the image), not "
+                "strokes: noise or texture. Photograph one digit on plain paper, or draw it on the pad."
+            )
+    # Which blobs are specks, and how far each stroke's soft edge reaches, are decided on a copy shrunk
+    # by a whole factor when the strokes are thick enough to survive it (a drawing pad, a marker): 5 to
+    # 10 times cheaper on a 280x280 pad. The ink itself keeps every pixel.
+    stroke_width = 2 * ink_pixels / max(ink_pixels - inner, 1)  # area over half the boundary: _stroke_width
+    factor = min(int(max(ink.shape) // WORK_EXTENT), int(stroke_width // MIN_WORK_STROKE))
+    offset = (rows.start % factor, cols.start % factor) if factor > 1 else (0, 0)  # the image's grid of blocks
+    small = _shrink(ink, factor, offset) if factor > 1 else ink
+    if factor > 1 and (small >= INK_LEVEL).any():
+        kept = _strokes(*ndimage.label(small >= INK_LEVEL, structure=np.ones((3, 3))), small)
+        near_kept = _dilate(kept, steps=max(1, round(_extent(kept) / DIGIT_BOX)))
+        strokes = mask & _enlarge(_dilate(kept, steps=1), factor, offset, ink.shape)
+        near_strokes = _enlarge(near_kept, factor, offset, ink.shape)
+    else:
+        strokes = _strokes(*ndimage.label(mask, structure=np.ones((3, 3))), ink)
+        # Keep the soft anti-aliased edge beside each stroke, drop everything else (background, specks).
+        near_strokes = _dilate(strokes, steps=max(1, round(_extent(strokes) / DIGIT_BOX)))
     whole_ink, whole_strokes = np.zeros(grey.shape, ink.dtype), np.zeros(grey.shape, bool)
-    whole_ink[box], whole_strokes[box] = ink * near_strokes, strokes
+    whole_ink[rows, cols], whole_strokes[rows, cols] = ink * near_strokes, strokes
     return whole_ink, whole_strokes
+
+
+def _mean_3x3(grey: np.ndarray) -> np.ndarray:
+    """scipy.ndimage.uniform_filter(grey, size=3) (the pixel beyond each edge repeats the edge pixel),
+    as sums of shifted slices: 2.5 times faster on a 280x280 pad."""
+    rows = np.empty_like(grey)
+    rows[1:-1] = grey[:-2] + grey[1:-1] + grey[2:]
+    rows[0], rows[-1] = 2 * grey[0] + grey[1], 2 * grey[-1] + grey[-2]
+    mean = np.empty_like(grey)
+    mean[:, 1:-1] = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+    mean[:, 0], mean[:, -1] = 2 * rows[:, 0] + rows[:, 1], 2 * rows[:, -1] + rows[:, -2]
+    mean *= 1 / 9
+    return mean
+
+
+def _shrink(ink: np.ndarray, factor: int, offset: tuple[int, int]) -> np.ndarray:
+    """Means of factor x factor blocks of an ink crop that starts `offset` pixels into its first block;
+    beyond the crop the ink is 0 (sums of strided slices: 6 times faster than a reshaped mean here)."""
+    height, width = ink.shape[0] + offset[0], ink.shape[1] + offset[1]
+    padded = np.zeros((-(-height // factor) * factor, -(-width // factor) * factor), np.float32)
+    padded[offset[0] : height, offset[1] : width] = ink
+    columns = padded[:, 0::factor].copy()
+    for i in range(1, factor):
+        columns += padded[:, i::factor]
+    blocks = columns[0::factor].copy()
+    for i in range(1, factor):
+        blocks += columns[i::factor]
+    blocks *= 1 / factor**2
+    return blocks
+
+
+def _enlarge(mask: np.ndarray, factor: int, offset: tuple[int, int], shape: tuple[int, ...]) -> np.ndarray:
+    """A mask of factor x factor blocks back at full size: the inverse of _shrink's grid, cropped to `shape`."""
+    full = np.repeat(np.repeat(mask, factor, axis=0), factor, axis=1)
+    return full[offset[0] : offset[0] + shape[0], offset[1] : offset[1] + shape[1]]
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, slice]:
@@ -257,10 +313,10 @@ def _local_contrast(light_ink: np.ndarray) -> float:
 
     The paper is a grey-level opening with a window wider than any stroke: it removes the strokes
     and keeps the page's slowly varying light, so a blank page lit unevenly has no local contrast.
-    Computed on a copy at most 64 px a side whose pixels keep the brightest value of their block,
+    Computed on a copy at most LIGHT_GRID px a side whose pixels keep the brightest value of their block,
     so that a thin pen line in a large photo keeps its full contrast.
     """
-    factor = max(1, -(-max(light_ink.shape) // 64))
+    factor = max(1, -(-max(light_ink.shape) // LIGHT_GRID))
     rows, cols = (light_ink.shape[0] // factor) * factor, (light_ink.shape[1] // factor) * factor
     columns = light_ink[:rows, 0:cols:factor].copy()  # the maximum of strided slices: 20x faster than reshape + max
     for i in range(1, factor):
@@ -293,11 +349,6 @@ def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
         grown[:, :-1] |= mask[:, 1:]
         mask = grown
     return mask
-
-
-def _solid_share(mask: np.ndarray) -> float:
-    """Share of the mask's pixels whose four neighbours are in the mask too: high for strokes, low for noise."""
-    return float(_erode(mask).sum()) / max(float(mask.sum()), 1.0)
 
 
 def _strokes(labels: np.ndarray, count: int, ink: np.ndarray) -> np.ndarray:
@@ -354,7 +405,10 @@ def mnist_field(ink: np.ndarray, strokes: np.ndarray) -> np.ndarray:
     digit = digit / max(float(digit.max()), 1e-6)  # MNIST's strokes are saturated (255)
 
     # Centre of mass onto the field's centre (MNIST's test digits: (14.0, 14.0) in pixel indices).
-    com_row, com_col = ndimage.center_of_mass(digit)
+    weights = digit.astype(np.float64)  # as scipy.ndimage.center_of_mass sums, 3 times faster on 20x20
+    mass = float(weights.sum())
+    com_row = float(weights.sum(axis=1) @ np.arange(digit.shape[0])) / mass
+    com_col = float(weights.sum(axis=0) @ np.arange(digit.shape[1])) / mass
     height, width = digit.shape
     top = int(np.clip(round(FIELD / 2 - com_row), 0, FIELD - height))
     left = int(np.clip(round(FIELD / 2 - com_col), 0, FIELD - width))

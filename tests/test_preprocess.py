@@ -286,3 +286,35 @@ def test_shifted_erosion_and_dilation_are_scipys():
             assert np.array_equal(_erode(mask), ndimage.binary_erosion(mask))
             for steps in (1, 2, 5):
                 assert np.array_equal(_dilate(mask, steps), ndimage.binary_dilation(mask, iterations=steps))
+
+
+def test_mean_3x3_is_scipys():
+    from lenet.preprocess import _mean_3x3
+
+    rng = np.random.default_rng(1)
+    for shape in [(3, 3), (5, 9), (56, 80)]:
+        grey = rng.random(shape, dtype=np.float32)
+        assert np.allclose(_mean_3x3(grey), ndimage.uniform_filter(grey, size=3), atol=1e-6)
+
+
+def test_thick_strokes_are_read_at_the_digits_scale_with_the_same_result(mnist_test, monkeypatch):
+    """A drawing-pad digit (strokes ~20 px) has its specks and soft edges found on a shrunk copy; the
+    prepared digit matches the full-resolution path, and thin pen lines are never shrunk."""
+    import lenet.preprocess as preprocess
+
+    shrink, factors = preprocess._shrink, []
+    monkeypatch.setattr(preprocess, "_shrink", lambda ink, factor, offset: factors.append(factor) or shrink(ink, factor, offset))
+    pads = [on_paper(mnist_digit(mnist_test, i), 8, (280, 280), (20 + 3 * i, 40)) for i in DIGITS]  # 224 px, ~20 px strokes
+    shrunk = [prepare_image(encode(pad, "PNG")) for pad in pads]
+    assert len(factors) == len(pads) and min(factors) >= 2
+
+    factors.clear()
+    pen = Image.new("L", (300, 300), 255)
+    ImageDraw.Draw(pen).line([(60, 40), (200, 40), (120, 260)], fill=0, width=2)
+    prepare_image(pen)  # a thin pen line: read at full resolution
+    assert factors == []
+
+    monkeypatch.setattr(preprocess, "WORK_EXTENT", 10_000)  # never shrink
+    for pad, fast in zip(pads, shrunk):
+        assert mean_abs(fast, prepare_image(encode(pad, "PNG"))) < 0.01
+    assert factors == []
