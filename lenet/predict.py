@@ -15,6 +15,7 @@ model. A checkpoint runs in PyTorch; an exported .onnx file (`lenet-export`) in 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing
 import os
@@ -191,5 +192,14 @@ def predict_all(model, items: list[tuple[Path, str | None]], prepared: Iterable,
     return failures
 
 
+def cli() -> None:
+    """The `lenet-predict` command: main(), then an exit that spares the interpreter's last garbage
+    collections over every object torch created (about 0.4 s of each command)."""
+    status = main()
+    sys.stdout.flush()
+    gc.freeze()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()
