@@ -7,7 +7,7 @@ deterministic mode behind, which would slow a bare loop run after it in the same
                  threads and memory format, SGD one-cycle peak 0.1, label smoothing 0.1, batch 64,
                  the schedule over that one epoch. Fit time = training steps only.
   fast, bare     experiment=fast's recipe (conf/experiment/fast.yaml) as a bare PyTorch loop,
-                 validating after every epoch like the Lightning path.
+                 validating when the Lightning path does (after the last epoch).
   fast, train.py `python train.py experiment=fast seed=S`, timed from outside: whole-process wall
                  time, split into start-up (launch to the start of fit), fit, test and the rest
                  (report, TensorBoard, exit), from the run's own metrics.json.
@@ -60,6 +60,7 @@ def bare_loop(overrides: list[str], seed: int, validate: bool, device: str = "cp
     net = build(model["net"], "network").to(device)
     sampler = BatchIndices(len(train_y), data["batch_size"], shuffle=True, seed=data["shuffle_seed"], device=device)
     epochs, limit = cfg.trainer.max_epochs, cfg.trainer.limit_train_batches
+    validate_every = cfg.trainer.get("check_val_every_n_epoch") or 1
     # Batches per epoch as Lightning counts them under trainer.limit_train_batches (a share or a count).
     per_epoch = len(sampler) if limit is None else min(len(sampler), int(limit if isinstance(limit, int) else len(sampler) * limit))
     optimizer, scheduler = build_optimization(net.parameters(), model["optimizer"], model["scheduler"], epochs * per_epoch)
@@ -76,7 +77,7 @@ def bare_loop(overrides: list[str], seed: int, validate: bool, device: str = "cp
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-        if validate:  # as the Lightning path does after every epoch
+        if validate and (epoch + 1) % validate_every == 0:  # as the Lightning path does (trainer.check_val_every_n_epoch)
             net.eval()
             with torch.no_grad():
                 for start in range(0, len(val_y), eval_batch):

@@ -209,16 +209,18 @@ def find_ink(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             f"Send an image at least {MIN_SIDE}x{MIN_SIDE} pixels (a few hundred a side is best)."
         )
     # A 3x3 average (on images larger than MNIST's) only steers which way the ink goes and how
-    # strong it is, so single noisy pixels cannot pass for ink; the pixels kept are unsmoothed.
-    smooth = _mean_3x3(grey) if min(grey.shape) >= 2 * FIELD else grey
-    ring = max(1, round(0.02 * min(grey.shape)))
+    # strong it is, so single noisy pixels cannot pass for ink; the pixels kept are unsmoothed. The
+    # windows centred on every other pixel still cover the image, at a quarter of the cost.
+    smooth = _mean_3x3_every_other(grey) if min(grey.shape) >= 2 * FIELD else grey
+    ring = max(1, round(0.02 * min(smooth.shape)))
     border = np.concatenate(
         [smooth[:ring].ravel(), smooth[-ring:].ravel(), smooth[:, :ring].ravel(), smooth[:, -ring:].ravel()]
     )
     background = float(np.median(border))  # the digit rarely touches the edges; paper does
-    darker, lighter = background - float(smooth.min()), float(smooth.max()) - background
-    if darker > lighter:  # dark ink on light paper: flip to MNIST's light ink on black
-        grey, smooth, background = 1 - grey, 1 - smooth, 1 - background
+    dark_ink = background - float(smooth.min()) > float(smooth.max()) - background
+    paper = background  # in the image's own grey levels
+    if dark_ink:  # dark ink on light paper: flipped to MNIST's light ink on black (the image: on its crop only)
+        smooth, background = 1 - smooth, 1 - background
     contrast = float(smooth.max()) - background
     if contrast < MIN_CONTRAST:
         raise NoDigitError(
@@ -231,10 +233,11 @@ def find_ink(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             "no digit found: the image holds no strokes, only light that changes across the page (a shadow, "
             "vignetting or a gradient). Draw or photograph a digit with clear contrast."
         )
-    # Everything below works on the box holding all pixels brighter than the paper (outside it the ink
-    # is 0): most of a drawing pad is blank.
-    rows, cols = _bounding_box(grey > background)
-    ink = np.clip((grey[rows, cols] - background) / contrast, 0, 1)
+    # Everything below works on the box holding all pixels on the ink's side of the paper (outside it
+    # the ink is 0): most of a drawing pad is blank.
+    rows, cols = _bounding_box(grey < paper if dark_ink else grey > paper)
+    crop = 1 - grey[rows, cols] if dark_ink else grey[rows, cols]
+    ink = np.clip((crop - background) / contrast, 0, 1)
     mask = ink >= INK_LEVEL
     inner = int(_erode(mask).sum())
     ink_pixels = max(int(mask.sum()), 1)
@@ -267,17 +270,13 @@ def find_ink(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return whole_ink, whole_strokes
 
 
-def _mean_3x3(grey: np.ndarray) -> np.ndarray:
-    """scipy.ndimage.uniform_filter(grey, size=3) (the pixel beyond each edge repeats the edge pixel),
-    as sums of shifted slices: 2.5 times faster on a 280x280 pad."""
-    rows = np.empty_like(grey)
-    rows[1:-1] = grey[:-2] + grey[1:-1] + grey[2:]
-    rows[0], rows[-1] = 2 * grey[0] + grey[1], 2 * grey[-1] + grey[-2]
-    mean = np.empty_like(grey)
-    mean[:, 1:-1] = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
-    mean[:, 0], mean[:, -1] = 2 * rows[:, 0] + rows[:, 1], 2 * rows[:, -1] + rows[:, -2]
-    mean *= 1 / 9
-    return mean
+def _mean_3x3_every_other(grey: np.ndarray) -> np.ndarray:
+    """scipy.ndimage.uniform_filter(grey, size=3)[1:-1:2, 1:-1:2]: the 3x3 means centred on odd rows
+    and columns, whose windows cover every pixel (but an even-sized image's last row or column)."""
+    rows = grey[0:-2:2] + grey[1:-1:2] + grey[2::2]
+    means = rows[:, 0:-2:2] + rows[:, 1:-1:2] + rows[:, 2::2]
+    means *= 1 / 9
+    return means
 
 
 def _shrink(ink: np.ndarray, factor: int, offset: tuple[int, int]) -> np.ndarray:

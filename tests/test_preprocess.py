@@ -288,13 +288,13 @@ def test_shifted_erosion_and_dilation_are_scipys():
                 assert np.array_equal(_dilate(mask, steps), ndimage.binary_dilation(mask, iterations=steps))
 
 
-def test_mean_3x3_is_scipys():
-    from lenet.preprocess import _mean_3x3
+def test_every_other_3x3_mean_is_scipys():
+    from lenet.preprocess import _mean_3x3_every_other
 
     rng = np.random.default_rng(1)
-    for shape in [(3, 3), (5, 9), (56, 80)]:
+    for shape in [(3, 3), (5, 9), (56, 80), (57, 81)]:
         grey = rng.random(shape, dtype=np.float32)
-        assert np.allclose(_mean_3x3(grey), ndimage.uniform_filter(grey, size=3), atol=1e-6)
+        assert np.allclose(_mean_3x3_every_other(grey), ndimage.uniform_filter(grey, size=3)[1:-1:2, 1:-1:2], atol=1e-6)
 
 
 def test_thick_strokes_are_read_at_the_digits_scale_with_the_same_result(mnist_test, monkeypatch):
