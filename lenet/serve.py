@@ -468,10 +468,14 @@ def create_app(
 
     async def answer(items: list[bytes] | list[str], preview: bool) -> list[PredictionOut | ImageError]:
         """Uploads or base64 texts -> one answer each. Only waiting for the decode budget happens on
-        the event loop; decoding base64 and reading image headers run in the thread pool too."""
-        images, pixels = await anyio.to_thread.run_sync(
-            read_images, items, max_pixels, request_pixel_limit, limiter=app.state.cpu
-        )
+        the event loop; decoding base64 and reading image headers run in the thread pool too, except
+        the header of a single upload: tens of microseconds, where a trip through the pool costs ~0.2 ms."""
+        if len(items) == 1 and isinstance(items[0], bytes):
+            images, pixels = read_images(items, max_pixels, request_pixel_limit)
+        else:
+            images, pixels = await anyio.to_thread.run_sync(
+                read_images, items, max_pixels, request_pixel_limit, limiter=app.state.cpu
+            )
         if pixels > request_pixel_limit:
             raise HTTPException(
                 413,
