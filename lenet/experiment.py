@@ -10,6 +10,7 @@ import copy
 import os
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import Mapping, Sequence
@@ -88,6 +89,10 @@ def prepare_training(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()
     # trainer.deterministic keeps deterministic kernels; filling every new tensor with NaN (a debugging
     # aid that comes with them) only finds reads of uninitialised memory: writes that change no result.
     torch.utils.deterministic.fill_uninitialized_memory = False
+    if (cfg.trainer.get("check_val_every_n_epoch") or 1) > 1:
+        # Epochs without validation (experiment=fast) have no val/acc for the best-checkpoint callback
+        # to compare: expected, so Lightning's hint that val/acc may never be logged is not shown.
+        warnings.filterwarnings("ignore", message=r"`ModelCheckpoint\(monitor=.*could not find the monitored key")
     datamodule: MNISTDataModule = instantiate(cfg.data, _recursive_=False)
     model = instantiate(cfg.model, _recursive_=False)
     callbacks = [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]

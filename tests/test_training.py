@@ -152,6 +152,17 @@ def test_an_epoch_cut_short_by_max_steps_keeps_its_train_metrics(tmp_path):
     assert sum(len(a.Scalars("train/acc")) for a in logged if "train/acc" in a.Tags()["scalars"]) == 2  # one point per epoch
 
 
+def test_validating_after_the_last_epoch_only_keeps_a_best_checkpoint_quietly(tmp_path, recwarn):
+    """experiment=fast validates once, after its last epoch: the best checkpoint is that epoch's,
+    every epoch keeps its history row, and Lightning's missing-val/acc hint is not shown."""
+    metrics = run(compose_config(tmp_path, [*TINY, "trainer.max_epochs=2", "+trainer.check_val_every_n_epoch=2", "+trainer.limit_val_batches=2"]))
+    assert not [w for w in recwarn if "could not find the monitored key" in str(w.message)]
+    checkpoint = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
+    assert checkpoint["epoch"] == 1 and metrics["best_val_acc"] is not None  # epoch indices count from 0
+    history = checkpoint["callbacks"]["History"]["epochs"]
+    assert [row["epoch"] for row in history] == [1, 2] and "val/acc" not in history[0] and "val/acc" in history[1]
+
+
 def test_report_metrics_equal_lightning_test_metrics(trained_run):
     """metrics.json (scored from trainer.test's probabilities) agrees with what trainer.test logged."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
