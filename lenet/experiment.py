@@ -102,6 +102,8 @@ def prepare_training(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, *extra_callbacks], logger=logger)
     # Reading MNIST is start-up, as in the bare-loop reference: the fit timer covers training alone.
     datamodule.setup("fit")
+    if trainer.logger is not None:
+        trainer.logger.experiment  # noqa: B018 - opens the event file (importing TensorBoard's writer) before fit, not in its first step
     warm_up_gpu(model, datamodule, trainer)
     return datamodule, model, trainer
 
