@@ -6,9 +6,9 @@ canvas drawing only gets MNIST-like accuracy when prepared the same way, so this
 `prepare_image`, serves the predict CLI, the REST API and the drawing page:
 
     open (size and pixel limits) -> grey levels in [0, 1] (alpha composited) -> ink made light on
-    black -> cropped to the ink (thick strokes: shrunk to the digit's scale) -> background and specks
-    removed -> strokes thickened when too thin -> longer side scaled to 20 px -> placed in 28x28 by
-    centre of mass.
+    black -> cropped to the ink -> background and specks removed (thick strokes: decided on a copy
+    shrunk to the digit's scale) -> strokes thickened when too thin -> longer side scaled to 20 px ->
+    placed in 28x28 by centre of mass.
 """
 
 from __future__ import annotations
