@@ -89,10 +89,6 @@ def prepare_training(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()
     # trainer.deterministic keeps deterministic kernels; filling every new tensor with NaN (a debugging
     # aid that comes with them) only finds reads of uninitialised memory: writes that change no result.
     torch.utils.deterministic.fill_uninitialized_memory = False
-    if (cfg.trainer.get("check_val_every_n_epoch") or 1) > 1:
-        # Epochs without validation (experiment=fast) have no val/acc for the best-checkpoint callback
-        # to compare: expected, so Lightning's hint that val/acc may never be logged is not shown.
-        warnings.filterwarnings("ignore", message=r"`ModelCheckpoint\(monitor=.*could not find the monitored key")
     datamodule: MNISTDataModule = instantiate(cfg.data, _recursive_=False)
     model = instantiate(cfg.model, _recursive_=False)
     callbacks = [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
@@ -131,7 +127,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     datamodule, model, trainer = prepare_training(cfg)
     fit_started_at, started = time.time(), time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    with warnings.catch_warnings():
+        if (cfg.trainer.get("check_val_every_n_epoch") or 1) > 1:
+            # Epochs without validation (experiment=fast) have no val/acc for the best-checkpoint
+            # callback to compare: expected, so Lightning's hint that val/acc may never be logged is not shown.
+            warnings.filterwarnings("ignore", message=r"`ModelCheckpoint\(monitor=.*could not find the monitored key")
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     fit_seconds = time.perf_counter() - started
 
     # The checkpoint callback that tracks a metric holds the best model (conf/callbacks/default.yaml).
