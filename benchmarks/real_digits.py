@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from lenet import realdigits  # noqa: E402
 from lenet.evaluation import default_data_dir  # noqa: E402
-from lenet.inference import UNSURE_BELOW, load_ensemble  # noqa: E402
+from lenet.inference import UNSURE_BELOW, Model, load_ensemble  # noqa: E402
 from lenet.preprocess import ImageError, prepare_image  # noqa: E402
 
 MAX_UNSURE_USPS = 0.02  # issue 10: "unsure" on at most 2% of USPS digits
@@ -48,11 +48,13 @@ def cpu_model() -> str:
     return f"unknown CPU, {os.cpu_count()} cores"
 
 
-def measure(spec: str, sets: dict, unsure_below: float) -> dict:
-    """One model ([LABEL=]comma-joined checkpoints: an ensemble) on every set: scores, threshold sweep, timing."""
+def measure(spec: str, sets: dict, unsure_below: float) -> tuple[dict, Model]:
+    """One model ([LABEL=]comma-joined checkpoints: an ensemble) on every set: its row (scores, threshold
+    sweep, timing) and the loaded model."""
     label, _, paths = spec.rpartition("=")
     started = time.perf_counter()
-    model = realdigits.benchmark(load_ensemble(paths.split(",")), sets, unsure_below)
+    loaded = load_ensemble(paths.split(","))
+    model = realdigits.benchmark(loaded, sets, unsure_below)
     row = {
         "model": label or paths,
         "checkpoints": paths.split(","),
@@ -65,7 +67,7 @@ def measure(spec: str, sets: dict, unsure_below: float) -> dict:
             "threshold": realdigits.choose_threshold(model, "usps", MAX_UNSURE_USPS),
         }
     row["threshold_sweep"] = realdigits.sweep_thresholds(model, [round(t, 2) for t in np.arange(0.3, 1.0, 0.05)])
-    return row
+    return row, loaded
 
 
 def table(rows: list[dict], names: list[str]) -> list[str]:
@@ -118,11 +120,11 @@ def sample_sheet(names: list[str], seed: int, data_dir: str, path: Path, per_set
     plt.close(figure)
 
 
-def misread_sheet(spec: str, prepared: realdigits.PreparedSet, path: Path, columns: int = 10) -> int:
-    """Every image of `prepared` that the model `spec` reads wrongly, as prepared: label→answer, confidence."""
+def misread_sheet(model: Model, prepared: realdigits.PreparedSet, path: Path, columns: int = 10) -> int:
+    """Every image of `prepared` that `model` reads wrongly, as prepared: label→answer, confidence."""
     import matplotlib.pyplot as plt
 
-    probs = load_ensemble(spec.rpartition("=")[2].split(",")).predict_probs(prepared.images)
+    probs = model.predict_probs(prepared.images)
     confidence, answers = probs.max(dim=1)
     wrong = ((answers != prepared.labels) | prepared.refused).nonzero().flatten().tolist()
     rows = max(1, -(-len(wrong) // columns))
@@ -171,7 +173,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         parser.error(str(error))
     print(f"sets ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
-    rows = [measure(spec, sets, args.unsure_below) for spec in args.models]
+    rows, models = zip(*(measure(spec, sets, args.unsure_below) for spec in args.models))
+    rows = list(rows)
     columns = [*names, realdigits.REFERENCE]
     lines = table(rows, columns)
     print("\naccuracy (%), through prepare_image; mnist = the official test set, unmodified\n")
@@ -212,7 +215,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if args.misread not in sets:
             parser.error(f"--misread {args.misread}: not among the sets measured ({', '.join(sets)})")
         written.append(args.out.with_name(f"{args.out.stem}_misread_{args.misread}.png"))
-        misread_sheet(args.models[-1], sets[args.misread], written[-1])
+        misread_sheet(models[-1], sets[args.misread], written[-1])
     print(f"\nwritten: {', '.join(map(str, written))}")
     return rows
 
