@@ -381,8 +381,9 @@ class JsonBodyRoute(APIRoute):
         return super().matches(scope)
 
 
-def require_multipart(request: Request) -> None:
-    """Runs before the form fields are checked, so a wrong content type is named as such."""
+async def require_multipart(request: Request) -> None:
+    """Runs before the form fields are checked, so a wrong content type is named as such. Async: a
+    plain `def` dependency would be sent through the thread pool, ~0.2 ms per upload for a header check."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "multipart/form-data":
         named = repr(content_type) if content_type else "(none)"
