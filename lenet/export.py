@@ -49,6 +49,7 @@ def export_onnx(loaded: LoadedModel, path: str | Path) -> Path:
         dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=1 << 16)}},
         dynamo=True,
         external_data=False,  # one self-contained file
+        verbose=False,  # no "[torch.onnx] ..." progress lines in the caller's output
     )
     model = onnx.load(str(path))
     onnx.helper.set_model_props(model, {"dataset": loaded.dataset})  # read back by lenet.inference.load_onnx
