@@ -228,6 +228,7 @@ def recipe(model_hparams: Mapping[str, Any], data_hparams: Mapping[str, Any], **
         "optimizer": _class_name(optimizer) or "none",
         "lr": optimizer.get("lr"),
         "weight_decay": optimizer.get("weight_decay", 0.0),
+        "beta2": (optimizer.get("betas") or (None, None))[1],  # Adam's, when the config sets it (experiment=fast: 0.97)
         "scheduler": _class_name(scheduler) or "none",
         "batch_size": data_hparams.get("batch_size"),
         "augmentation": _augmentation_name(data_hparams.get("augment")),

@@ -94,6 +94,21 @@ def test_user_original_experiment_builds_the_users_recipe(tmp_path):
     assert instantiate(cfg.trainer).max_epochs == 5
 
 
+def test_fast_presets_set_adams_beta2_and_the_report_names_it(tmp_path):
+    """experiment=fast's beta2 of 0.97 reaches AdamW through the one-cycle schedule (which cycles beta1 only)
+    and the run's recipe; fast_gpu keeps the default its GPU figures were measured with."""
+    from lenet.experiment import recipe
+    from lenet.module import build_optimization
+
+    for experiment, beta2 in (("fast", 0.97), ("fast_gpu", 0.999)):
+        cfg = compose_config(tmp_path / experiment, [f"experiment={experiment}"])
+        model = instantiate(cfg.model, _recursive_=False)
+        optimizer, _ = build_optimization(model.parameters(), model.hparams.optimizer, model.hparams.scheduler, total_steps=10)
+        assert type(optimizer) is torch.optim.AdamW and optimizer.param_groups[0]["betas"][1] == beta2
+        assert recipe(model.hparams, {"batch_size": cfg.data.batch_size})["beta2"] == beta2
+    assert "beta2" not in recipe({"net": {"_target_": "lenet.models.LeNet5"}, "optimizer": {"_target_": "torch.optim.SGD", "lr": 0.1}}, {})
+
+
 def test_load_config_names_the_run_folder_as_train_py_does():
     """One home for the run-folder layout: conf/hydra/default.yaml, read by train.py and load_config alike."""
     import os
