@@ -8,6 +8,7 @@ whole train.py process per trial:
     python benchmarks/recipe_trials.py "" "model.optimizer.betas=[0.9,0.98]"           # experiment=fast as is, and a variant
     python benchmarks/recipe_trials.py "" --seeds 6 7 8 9 10                            # seeds nothing was tuned on
     python benchmarks/recipe_trials.py --experiment fast_gpu "trainer.max_epochs=5"     # on the CPU: CPU arithmetic
+    python benchmarks/recipe_trials.py --experiment fast_gpu --device cuda ""            # on a GPU (no deterministic kernels)
 
 Prints one JSON line per candidate: its overrides, the accuracy per seed, the minimum, how many
 seeds reached 99%, and the median fit time (for orientation only: trials are not interleaved).
@@ -32,10 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("candidates", nargs="+", help='overrides of one candidate, space-separated ("" for the preset as is)')
     parser.add_argument("--experiment", default="fast", help="the preset the overrides apply to (conf/experiment/)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--device", default="cpu", help="where the bare loop trains: cpu or cuda")
     args = parser.parse_args(argv)
     for candidate in args.candidates:
         overrides = [f"experiment={args.experiment}", *candidate.split()]
-        runs = [bare_loop(overrides, seed, validate=False) for seed in args.seeds]
+        runs = [bare_loop(overrides, seed, validate=False, device=args.device) for seed in args.seeds]
         accuracies = [round(run["test_acc"], 4) for run in runs]
         print(json.dumps({
             "overrides": overrides,
