@@ -5,8 +5,14 @@ Evaluate a checkpoint without training: `python train.py train=false ckpt_path=R
 
 import gc
 
+# Start-up (Hydra, torch, Lightning) runs without the cyclic garbage collector, which would otherwise walk
+# the million objects these imports make again and again: main() turns it back on (lenet/startup.py).
+gc.disable()
+
 import hydra
 from omegaconf import DictConfig
+
+from lenet.startup import end_of_startup
 
 # Registers the resolvers that name run and job folders (conf/hydra/default.yaml): ${pid:}, ${sweep_job:}.
 from lenet.sweep import check_objective, objective_value, set_threads
@@ -17,6 +23,8 @@ def main(cfg: DictConfig) -> float | None:
     """Train (or evaluate) and return the objective a Hydra sweeper optimises: metrics[optimized_metric],
     a validation metric (best_val_acc by default); the test set is never the objective."""
     from lenet.experiment import one_line_errors, run  # imported here so `--help` and `--cfg` stay instant
+
+    end_of_startup()
 
     with one_line_errors("train.py"):  # a mistake is one line naming the key or file, not a traceback
         check_objective(cfg)  # a test metric as objective is refused before any training

@@ -51,6 +51,8 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from lenet.startup import imports_without_collector
+
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 5_000_000  # one image file; a request body may carry this much image data, plus base64's third
 MAX_BATCH = 64  # images in one request
@@ -596,13 +598,15 @@ def add_docs(app: FastAPI) -> None:
 
 
 def app_from_environment() -> FastAPI:
-    """The app `lenet-serve` runs in each uvicorn worker process, configured through the environment."""
-    import torch
+    """The app `lenet-serve` runs in each uvicorn worker process, configured through the environment,
+    made without the cyclic garbage collector (lenet/startup.py)."""
+    with imports_without_collector():
+        import torch
 
-    # One request is one small forward pass: requests run in parallel threads instead of splitting one.
-    torch.set_num_threads(1)
-    map_large_buffers_apart()
-    return create_app(**json.loads(os.environ[CONFIG_VARIABLE]))
+        # One request is one small forward pass: requests run in parallel threads instead of splitting one.
+        torch.set_num_threads(1)
+        map_large_buffers_apart()
+        return create_app(**json.loads(os.environ[CONFIG_VARIABLE]))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -639,13 +643,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from lenet.inference import LOAD_ERRORS, load_ensemble, load_problem
+    with imports_without_collector():
+        from lenet.inference import LOAD_ERRORS, load_ensemble, load_problem
 
-    try:
-        load_ensemble(args.ckpt)  # fail here, in one line, rather than in every worker
-    except LOAD_ERRORS as error:
-        print(f"lenet-serve: {load_problem(error, args.ckpt)}", file=sys.stderr)
-        return 2
+        try:
+            load_ensemble(args.ckpt)  # fail here, in one line, rather than in every worker
+        except LOAD_ERRORS as error:
+            print(f"lenet-serve: {load_problem(error, args.ckpt)}", file=sys.stderr)
+            return 2
 
     import uvicorn
 
