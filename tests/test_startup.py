@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from lenet.startup import end_of_startup, imports_without_collector
-from tests.helpers import REPO, data_dir
+from helpers import REPO, data_dir
 
 
 @pytest.fixture
