@@ -253,11 +253,12 @@ def find_ink(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # by a whole factor when the strokes are thick enough to survive it (a drawing pad, a marker): 5 to
     # 10 times cheaper on a 280x280 pad. The ink itself keeps every pixel.
     factor = min(int(max(ink.shape) // WORK_EXTENT), int(_band_width(ink_pixels, inner) // MIN_WORK_STROKE))
+    small_mask = np.zeros((0, 0), bool)  # no shrunk copy: decide at full size
     if factor > 1:
         offset = (rows.start % factor, cols.start % factor)  # the image's grid of blocks
         small = _shrink(ink, factor, offset)
         small_mask = small >= INK_LEVEL
-    if factor > 1 and small_mask.any():
+    if small_mask.any():
         kept = _strokes(*ndimage.label(small_mask, structure=np.ones((3, 3))), small)
         near_kept = _dilate(kept, steps=max(1, round(_extent(kept) / DIGIT_BOX)))
         strokes = mask & _enlarge(_dilate(kept, steps=1), factor, offset, ink.shape)
