@@ -1,9 +1,10 @@
-"""Start-up cost of the prediction side, as a user meets it: whole-process wall times, medians of 5.
+"""Start-up cost of the commands, as a user meets it: whole-process wall times, medians of 5.
 
     python benchmarks/startup.py RUN_DIR_OR_CKPT [--repeat 5]
 
-Times, each in a fresh process: `import torch` (the floor), `import lenet.serve`, and
-`lenet-predict CKPT one.png` for one 280x280 drawing-pad PNG. Also checks that neither
+Times, each in a fresh process, the commands taking turns: `import torch` (the floor), `import
+lenet.serve`, `lenet-predict CKPT one.png` for one 280x280 drawing-pad PNG, and train.py's heavy
+import, `import lightning`, with the cyclic garbage collector on and off (lenet/startup.py). Also checks that neither
 `lenet.serve` nor `lenet.predict` imports Lightning, torchmetrics or Hydra.
 Writes benchmarks/results/startup.json.
 """
@@ -26,13 +27,16 @@ REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("lightning", "torchmetrics", "hydra")
 
 
-def wall(command: list[str], repeat: int) -> float:
-    times = []
+def walls(commands: dict[str, list[str]], repeat: int) -> dict[str, float]:
+    """Median wall time of each command, the commands taking turns in every round (so a slow spell on
+    these shared cores falls on all of them)."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeat):
-        started = time.perf_counter()
-        subprocess.run(command, cwd=REPO, check=True, capture_output=True)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for name, command in commands.items():
+            started = time.perf_counter()
+            subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
 def heavy_imports(module: str) -> list[str]:
@@ -53,18 +57,21 @@ def main() -> None:
         ImageDraw.Draw(pad).line([(140, 50), (140, 230)], fill=0, width=20)
         pad.save(drawing)
         predict = [str(Path(sys.executable).parent / "lenet-predict"), args.checkpoint, str(drawing)]
-        results = {
-            "import torch": wall([sys.executable, "-c", "import torch"], args.repeat),
-            "import lenet.serve": wall([sys.executable, "-c", "import lenet.serve"], args.repeat),
-            "lenet-predict CKPT one.png": wall(predict, args.repeat),
-        }
+        results = walls({
+            "import torch": [sys.executable, "-c", "import torch"],
+            "import lenet.serve": [sys.executable, "-c", "import lenet.serve"],
+            "lenet-predict CKPT one.png": predict,
+            # train.py's start-up imports, with the cyclic garbage collector on and off (lenet/startup.py)
+            "import lightning": [sys.executable, "-c", "import lightning"],
+            "import lightning, collector off": [sys.executable, "-c", "import gc; gc.disable(); import lightning"],
+        }, args.repeat)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.machine())
     report = {"machine": cpu, "repeat": args.repeat, "median_wall_seconds": results,
               "heavy_imports": {m: heavy_imports(m) for m in ("lenet.serve", "lenet.predict")}}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     for name, seconds in results.items():
-        print(f"{name:30} {seconds:6.2f} s")
+        print(f"{name:32} {seconds:6.2f} s")
     for module, heavy in report["heavy_imports"].items():
         print(f"{module} imports {', '.join(heavy) if heavy else 'none of ' + ', '.join(HEAVY)}")
     print(f"({cpu}; medians of {args.repeat}; written {args.out})")
