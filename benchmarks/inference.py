@@ -1,6 +1,7 @@
 """Inference speed of a trained model: images/s at batch 1024 and latency at batch 1, for eager
-PyTorch and ONNX Runtime (float and int8, 1 thread and one per core), after checking they give the
-same probabilities and scoring each on the whole MNIST test set.
+PyTorch, ONNX Runtime (float and int8) and the project's C kernel (lenet.native, LeNet-5 only), on
+1 thread and on one per core, after checking they give the same probabilities and scoring each on
+the whole MNIST test set.
 
     python benchmarks/inference.py RUN_DIR_OR_CKPT [--seconds 3]
 
@@ -30,6 +31,7 @@ sys.path.insert(0, str(REPO))
 from lenet.datafiles import load_split  # noqa: E402
 from lenet.export import export_onnx, probability_model, quantize_onnx  # noqa: E402
 from lenet.inference import load_model, onnx_session  # noqa: E402
+from lenet.native import NativeError, load_native  # noqa: E402
 
 DATA_DIR = os.environ.get("LENET_DATA_DIR", str(REPO.parent / "shared" / "data"))
 MAX_INT8_LOSS = 0.05  # accuracy points an int8 model may lose against float and still be used
@@ -98,6 +100,13 @@ def main() -> None:
 
     runtimes = {"eager PyTorch": run_eager, "eager PyTorch, channels_last": run_eager_channels_last}
     runtimes.update({name: onnx_runner(session) for name, session in sessions.items()})
+    try:
+        for threads in sorted({1, cores}):
+            kernel = load_native(loaded, threads)  # one image always runs on the calling thread
+            name = f"C kernel (--native), {threads} thread{'s' if threads > 1 else ''}"
+            runtimes[name] = lambda x, kernel=kernel: kernel.predict_probs(torch.from_numpy(x)).numpy()
+    except NativeError as error:
+        print(f"C kernel left out: {error}")
     reference = run_eager(inputs)
     results = {}
     for name, predict in runtimes.items():

@@ -11,7 +11,8 @@ start fast.
     ensemble = load_ensemble(["run_a", "run_b"])         # averages its members' probabilities
     exported = load_ensemble(["model.onnx"])             # a `lenet-export` file, run by ONNX Runtime
 
-Which runtime: a checkpoint runs in PyTorch, an exported .onnx file in ONNX Runtime. Exporting takes
+Which runtime: a checkpoint runs in PyTorch (or, asked with `native`, a LeNet-5 checkpoint in the
+project's C kernel, lenet.native), an exported .onnx file in ONNX Runtime. Exporting takes
 seconds and preparing images dominates even a directory's prediction (benchmarks/results/
 predict_speed.txt), so a checkpoint is never exported on the fly.
 """
@@ -293,15 +294,26 @@ def load_onnx(path: str | Path, threads: int = 0) -> OnnxModel:
     return OnnxModel(session, path, dataset)
 
 
-def load_ensemble(paths: Sequence[str | Path], device: str | torch.device = "cpu", onnx_threads: int = 0) -> Model:
+def load_ensemble(
+    paths: Sequence[str | Path], device: str | torch.device = "cpu", cpu_threads: int = 0, native: bool = False
+) -> Model:
     """One checkpoint (or exported .onnx file): its model; several: an Ensemble averaging them (all
-    trained on one dataset). A path ending in .onnx is run by ONNX Runtime on the CPU, `onnx_threads`
+    trained on one dataset). A path ending in .onnx is run by ONNX Runtime on the CPU; with `native`,
+    a LeNet-5 checkpoint is run by the project's C kernel (lenet.native); both on `cpu_threads`
     threads (0: one per core)."""
     if not paths:
         raise CheckpointError("no checkpoint given: pass at least one run directory or .ckpt file.")
-    members = [
-        load_onnx(path, onnx_threads) if str(path).lower().endswith(".onnx") else load_model(path, device) for path in paths
-    ]
+
+    def load(path: str | Path):
+        if str(path).lower().endswith(".onnx"):
+            return load_onnx(path, cpu_threads)
+        if not native:
+            return load_model(path, device)
+        from lenet.native import load_native  # imports this module
+
+        return load_native(load_model(path, "cpu"), cpu_threads)
+
+    members = [load(path) for path in paths]
     if len(members) == 1:
         return members[0]
     datasets = sorted({member.dataset for member in members})

@@ -132,6 +132,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument(
+        "--native", action="store_true",
+        help="run LeNet-5 checkpoints in the project's C kernel (lenet/native.py: built once with this machine's C compiler; "
+        "the same answers as PyTorch, faster)",
+    )  # fmt: skip
+    parser.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1,
         help=f"processes preparing images, for {PARALLEL_FROM} images or more (default: one per core)",
     )  # fmt: skip
@@ -142,6 +147,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
     if args.jobs < 1:
         parser.error(f"--jobs must be a positive integer, got {args.jobs}")
+    if args.native and args.device != "cpu":
+        parser.error(f"--native runs on the CPU: leave out --device {args.device} or --native")
     return args
 
 
@@ -162,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         if parallel:  # the workers have the cores: the network reads a batch of 256 in milliseconds on one
             torch.set_num_threads(1)
         try:
-            model = load_ensemble(names, args.device, onnx_threads=1 if parallel else 0)
+            model = load_ensemble(names, args.device, cpu_threads=1 if parallel else 0, native=args.native)
             failures = predict_all(model, items, prepared, args)
         except LOAD_ERRORS as error:
             print(f"lenet-predict: {load_problem(error, names)}", file=sys.stderr)

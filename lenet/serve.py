@@ -416,6 +416,7 @@ def create_app(
     body_timeout_s: float = BODY_TIMEOUT_S,
     decode_budget_pixels: int = DECODE_BUDGET_PIXELS,
     device: str = "cpu",
+    native: bool = False,
 ) -> FastAPI:
     """The API and page for one checkpoint or an ensemble of several (run directories or .ckpt files),
     loaded when the app starts."""
@@ -429,8 +430,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # Read-only from here on: safe to share across threads (an .onnx file runs in ONNX Runtime, 1 thread a request).
-        app.state.model = load_ensemble(paths, device, onnx_threads=1)
+        # Read-only from here on: safe to share across threads (ONNX Runtime and the C kernel: 1 thread a request).
+        app.state.model = load_ensemble(paths, device, cpu_threads=1, native=native)
         # CPU work runs on one thread per core: more would only queue for the cores and the GIL, and
         # the event loop, which answers /healthz, would wait behind them all.
         app.state.cpu = anyio.CapacityLimiter(os.cpu_count() or 1)
@@ -621,6 +622,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="default: 8000")
     parser.add_argument("--workers", type=int, default=1, help="server processes, each with its own model (default: 1)")
+    parser.add_argument(
+        "--native", action="store_true",
+        help="run LeNet-5 checkpoints in the project's C kernel (lenet/native.py: built once with this machine's C compiler)",
+    )  # fmt: skip
     parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 1e6, help="largest image accepted, in MB (default: 5)")
     parser.add_argument(
         "--unsure-below",
@@ -647,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
         from lenet.inference import LOAD_ERRORS, load_ensemble, load_problem
 
         try:
-            load_ensemble(args.ckpt)  # fail here, in one line, rather than in every worker
+            load_ensemble(args.ckpt, native=args.native)  # fail here, in one line, rather than in every worker (and build the kernel once)
         except LOAD_ERRORS as error:
             print(f"lenet-serve: {load_problem(error, args.ckpt)}", file=sys.stderr)
             return 2
@@ -657,6 +662,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"ckpts": [str(Path(name).resolve()) for name in args.ckpt], "max_upload_bytes": int(args.max_upload_mb * 1e6)}
     if args.unsure_below is not None:
         settings["unsure_below"] = args.unsure_below
+    if args.native:
+        settings["native"] = True
     os.environ[CONFIG_VARIABLE] = json.dumps(settings)
     uvicorn.run(
         "lenet.serve:app_from_environment",

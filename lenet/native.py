@@ -1,0 +1,161 @@
+"""LeNet-5 without a framework: the project's C kernel (lenet/lenet5.c), compiled once with this
+machine's C compiler and run through ctypes.
+
+    model = load_native(load_model("outputs/<run>"))     # a LeNet-5 checkpoint
+    probs = model.predict_probs(images)                  # (N, 10), the same answers as PyTorch
+
+`lenet-predict --native` and `lenet-serve --native` use it. Why a kernel of its own: LeNet-5 is so
+small that PyTorch and ONNX Runtime spend most of their time on per-operator overheads and on
+convolutions with 1 and 6 channels that fill few vector lanes. The kernel keeps every lane busy
+(see lenet5.c) and runs about four times as many images a second as ONNX Runtime, and one image in
+a third of its time (README, "Speed"; `benchmarks/inference.py`).
+
+The library is built for this machine (`-march=native`) into ~/.cache/lenet/native (or
+$LENET_CACHE_DIR/native), under a name that hashes the source, the compiler and the CPU, so a new
+CPU or compiler gets its own build and a damaged file is rebuilt. Only that file is ever compiled:
+nothing a checkpoint or an image holds reaches the compiler.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lenet.inference import CheckpointError, LoadedModel
+from lenet.models import LeNet5
+
+SOURCE = Path(__file__).with_name("lenet5.c")
+# Optional flags go last, so a compiler without OpenMP or -march=native still builds the kernel.
+REQUIRED_FLAGS = ["-O3", "-ffp-contract=fast", "-shared", "-fPIC"]
+OPTIONAL_FLAGS = [["-march=native", "-mprefer-vector-width=512", "-fopenmp"], ["-march=native", "-fopenmp"], ["-march=native"], []]
+
+
+class NativeError(CheckpointError):
+    """The C kernel cannot run this model here: not LeNet-5, or no C compiler (printed as is by the commands)."""
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("LENET_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lenet"
+    return Path(root) / "native"
+
+
+def cpu_identity() -> str:
+    """What -march=native depends on: the CPU's model and features where the OS tells them."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "\n".join(sorted({line for line in lines if line.startswith(("model name", "flags", "Features"))}))
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+
+
+@cache
+def kernel() -> ctypes.CDLL:
+    """The compiled kernel, built on first use (about a second) and loaded from the cache after."""
+    compiler = os.environ.get("CC", "cc")
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        raise NativeError(
+            f"--native needs a C compiler to build lenet/lenet5.c, and `{compiler}` cannot run ({error}): "
+            "install one (e.g. `apt-get install gcc`) or set CC, or leave out --native."
+        ) from None
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, version.encode(), cpu_identity().encode(), repr([REQUIRED_FLAGS, OPTIONAL_FLAGS]).encode()]))
+    library = cache_dir() / f"lenet5-{key.hexdigest()[:16]}.so"
+    if library.is_file():
+        try:
+            return declare(ctypes.CDLL(str(library)))
+        except OSError:
+            pass  # damaged or cut short: built again below
+    library.parent.mkdir(parents=True, exist_ok=True)
+    problems = []
+    for optional in OPTIONAL_FLAGS:
+        with tempfile.NamedTemporaryFile(dir=library.parent, suffix=".so", delete=False) as partial:
+            pass
+        command = [compiler, *REQUIRED_FLAGS, *optional, str(SOURCE), "-o", partial.name, "-lm"]
+        built = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        if built.returncode == 0:
+            os.replace(partial.name, library)  # whole, or not at all: another process may be loading it
+            return declare(ctypes.CDLL(str(library)))
+        os.unlink(partial.name)
+        problems.append(built.stderr.strip().splitlines()[-1:] or [f"exit status {built.returncode}"])
+    raise NativeError(f"{compiler} could not build lenet/lenet5.c ({problems[-1][0]}): leave out --native.")
+
+
+def declare(library: ctypes.CDLL) -> ctypes.CDLL:
+    pointer = ctypes.c_void_p
+    library.lenet5_weights_floats.restype = ctypes.c_long
+    library.lenet5_batch.argtypes = [pointer, pointer, pointer, ctypes.c_long, ctypes.c_int]
+    library.lenet5_batch.restype = ctypes.c_int
+    library.lenet5_single.argtypes = [pointer, pointer, pointer]
+    library.lenet5_single.restype = None
+    return library
+
+
+def pack_weights(net: LeNet5, mean: float, std: float) -> np.ndarray:
+    """LeNet-5's parameters in the order and layout of lenet5.c's `Weights`, with the input
+    normalisation (x - mean) / std folded into conv1 (exact: the convolution has no padding)."""
+    p = {name: value.detach().float().cpu().contiguous().numpy() for name, value in net.state_dict().items()}
+
+    def padded(array: np.ndarray, width: int) -> np.ndarray:  # outputs padded to whole vectors with zeros
+        return np.pad(array, [(0, 0)] * (array.ndim - 1) + [(0, width - array.shape[-1])])
+
+    conv1 = p["features.0.weight"][:, 0] / std  # (6, 5, 5)
+    parts = [
+        conv1.reshape(6, 25).T, p["features.0.bias"] - conv1.reshape(6, 25).sum(axis=1) * mean,
+        p["features.3.weight"].transpose(2, 3, 1, 0), p["features.3.bias"],  # [row][column][in][out]
+        padded(p["classifier.1.weight"].reshape(120, 16, 4, 4).transpose(2, 3, 1, 0).reshape(256, 120), 128),
+        padded(p["classifier.1.bias"], 128),
+        padded(p["classifier.3.weight"].T, 96), padded(p["classifier.3.bias"], 96),
+        padded(p["classifier.5.weight"].T, 16), padded(p["classifier.5.bias"], 16),
+    ]  # fmt: skip
+    return np.ascontiguousarray(np.concatenate([part.ravel() for part in parts]), dtype=np.float32)
+
+
+@dataclass
+class NativeModel:
+    """A LeNet-5 checkpoint run by the C kernel: 0..1 float or uint8 images in, probabilities out."""
+
+    weights: Tensor  # pack_weights', as a tensor: data_ptr() costs a tenth of numpy's .ctypes.data
+    checkpoint_path: Path
+    dataset: str = "mnist"
+    threads: int = 0  # for several images; 0: one per core
+
+    def predict_probs(self, images: Tensor, batch_size: int = 0) -> Tensor:
+        """uint8 (0..255) or float (0..1) images (N, 1, 28, 28) -> probabilities (N, 10). The whole
+        batch goes to the kernel at once (`batch_size` is accepted for the other models' signature)."""
+        if images.shape[1:] != (1, 28, 28):  # the kernel reads 784 floats an image, whatever it is given
+            raise ValueError(f"images must be (N, 1, 28, 28), got {tuple(images.shape)}")
+        x = images.cpu()
+        x = (x.float() / 255 if x.dtype == torch.uint8 else x.float()).contiguous()
+        probs = torch.empty(len(x), 10)
+        library = kernel()
+        if len(x) == 1:
+            library.lenet5_single(self.weights.data_ptr(), x.data_ptr(), probs.data_ptr())
+        elif library.lenet5_batch(self.weights.data_ptr(), x.data_ptr(), probs.data_ptr(), len(x), self.threads or os.cpu_count() or 1):
+            raise MemoryError("lenet5_batch could not allocate its 120 KB of working memory per thread")
+        return probs
+
+
+def load_native(loaded: LoadedModel, threads: int = 0) -> NativeModel:
+    """The C kernel for a loaded LeNet-5 checkpoint (the network this kernel implements, and only it)."""
+    if type(loaded.net) is not LeNet5:
+        raise NativeError(
+            f"{loaded.checkpoint_path}: --native runs LeNet-5 only, and this is {type(loaded.net).__name__}: leave out --native."
+        )
+    library = kernel()
+    weights = pack_weights(loaded.net, loaded.mean, loaded.std)
+    if len(weights) != library.lenet5_weights_floats():
+        raise NativeError(f"the packed weights ({len(weights)} floats) do not match lenet5.c's layout: rebuild the kernel.")
+    return NativeModel(torch.from_numpy(weights), loaded.checkpoint_path, loaded.dataset, threads)
