@@ -5,8 +5,8 @@
 Writes --count 280x280 drawing-pad PNGs (lenet.realdigits's pen set: white pad, black round pen
 14-30 px, digit 110-230 px high, anywhere on the pad) to a temporary directory (or --dir, reused
 when it already holds them), then times whole `lenet-predict` commands, the median of --repeats:
-the directory with one preparing process per core (the default), with --jobs 1, and with the model
-exported to ONNX (run by ONNX Runtime); one image alone; and prepare_image alone, per image, in
+the directory with one preparing process per core (the default), with --jobs 1, with --native (the
+C kernel) and with the model exported to ONNX (run by ONNX Runtime); one image alone; and prepare_image alone, per image, in
 this process. Checks every answer against the drawn digit's label. Prints a table and writes
 benchmarks/results/predict_speed.json.
 """
@@ -86,6 +86,7 @@ def main() -> None:
         runs = {
             "directory, one process per core (default)": [script, args.checkpoint, str(folder), "--json"],
             "directory, --jobs 1": [script, args.checkpoint, str(folder), "--json", "--jobs", "1"],
+            "directory, --native (C kernel)": [script, args.checkpoint, str(folder), "--json", "--native"],
             "directory, exported .onnx (ONNX Runtime)": [script, str(onnx), str(folder), "--json"],
         }
         results = {}

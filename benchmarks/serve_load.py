@@ -1,6 +1,6 @@
 """Load test of a real `lenet-serve` process on loopback: throughput and latency under concurrency.
 
-    python benchmarks/serve_load.py RUN_DIR_OR_CKPT [--requests 1000] [--clients 32] [--workers 1,2] [--images pad]
+    python benchmarks/serve_load.py RUN_DIR_OR_CKPT [--requests 1000] [--clients 32] [--workers 1,2] [--images pad] [--native]
 
 For each worker count, starts `lenet-serve --workers N` on a free 127.0.0.1 port, sends --requests
 POST /predict uploads from --clients concurrent clients, each with its own keep-alive connection,
@@ -69,7 +69,7 @@ def multipart(data: bytes) -> tuple[bytes, str]:
     return head.encode() + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def start_server(checkpoint: str, workers: int) -> tuple[subprocess.Popen, str]:
+def start_server(checkpoint: str, workers: int, native: bool = False) -> tuple[subprocess.Popen, str]:
     """`lenet-serve` on a free 127.0.0.1 port, once /healthz answers (its stderr in a temporary file,
     so a chatty server never blocks on a full pipe)."""
     with socket.socket() as probe:
@@ -77,6 +77,7 @@ def start_server(checkpoint: str, workers: int) -> tuple[subprocess.Popen, str]:
         port = probe.getsockname()[1]
     script = Path(sys.executable).with_name("lenet-serve")
     command = [str(script), "--ckpt", checkpoint, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    command += ["--native"] if native else []
     log = tempfile.TemporaryFile("w+")
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -152,6 +153,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="lenet-serve worker processes, comma-separated settings (default: 1,2)")
     parser.add_argument("--images", choices=("pad", "mnist"), default="pad", help="drawing-pad PNGs (default) or user-like MNIST PNGs")
     parser.add_argument("--data-dir", default=os.environ.get("LENET_DATA_DIR", "data"))
+    parser.add_argument("--native", action="store_true", help="serve with `lenet-serve --native` (the C kernel)")
     args = parser.parse_args()
 
     pngs = pad_pngs(200) if args.images == "pad" else user_like_pngs(args.data_dir, 200)
@@ -160,7 +162,7 @@ def main() -> None:
           f"{os.cpu_count()} CPU cores")  # fmt: skip
     failed = False
     for workers in [int(n) for n in args.workers.split(",")]:
-        server, url = start_server(args.checkpoint, workers)
+        server, url = start_server(args.checkpoint, workers, args.native)
         try:
             run_load(url, pngs, requests=4 * args.clients, clients=args.clients)  # warm-up: connections, threads
             loaded = run_load(url, pngs, args.requests, args.clients)
@@ -170,7 +172,7 @@ def main() -> None:
             server.wait(timeout=30)
         for name, result in ((f"{args.clients} clients", loaded), ("1 client", alone)):
             print(
-                f"lenet-serve --workers {workers}, {name:>10}: {result['rps']:5.0f} requests/s, p50 {1000 * result['p50']:6.1f} ms, "
+                f"lenet-serve --workers {workers}{' --native' if args.native else ''}, {name:>10}: {result['rps']:5.0f} requests/s, p50 {1000 * result['p50']:6.1f} ms, "
                 f"p99 {1000 * result['p99']:6.1f} ms, {len(result['failures'])} errors, {100 * result['accuracy']:.1f}% correct"
             )
             for failure in result["failures"][:5]:

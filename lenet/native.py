@@ -23,7 +23,6 @@ import hashlib
 import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -79,18 +78,21 @@ def kernel() -> ctypes.CDLL:
         except OSError:
             pass  # damaged or cut short: built again below
     library.parent.mkdir(parents=True, exist_ok=True)
-    problems = []
+    problem = ""
     for optional in OPTIONAL_FLAGS:
-        with tempfile.NamedTemporaryFile(dir=library.parent, suffix=".so", delete=False) as partial:
-            pass
-        command = [compiler, *REQUIRED_FLAGS, *optional, str(SOURCE), "-o", partial.name, "-lm"]
-        built = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        if built.returncode == 0:
-            os.replace(partial.name, library)  # whole, or not at all: another process may be loading it
+        partial = library.with_name(f"{library.stem}.{os.getpid()}.partial")
+        command = [compiler, *REQUIRED_FLAGS, *optional, str(SOURCE), "-o", str(partial), "-lm"]
+        try:
+            built = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.SubprocessError) as error:
+            built, problem = None, str(error)
+        if built is not None and built.returncode == 0:
+            os.replace(partial, library)  # whole, or not at all: another process may be loading it
             return declare(ctypes.CDLL(str(library)))
-        os.unlink(partial.name)
-        problems.append(built.stderr.strip().splitlines()[-1:] or [f"exit status {built.returncode}"])
-    raise NativeError(f"{compiler} could not build lenet/lenet5.c ({problems[-1][0]}): leave out --native.")
+        partial.unlink(missing_ok=True)
+        if built is not None:
+            problem = (built.stderr.strip().splitlines() or [f"exit status {built.returncode}"])[-1]
+    raise NativeError(f"{compiler} could not build lenet/lenet5.c ({problem[:200]}): leave out --native.")
 
 
 def declare(library: ctypes.CDLL) -> ctypes.CDLL:

@@ -9,7 +9,8 @@ Preparing the images is nearly all the work (the network reads a batch of 256 in
 milliseconds), so from PARALLEL_FROM images on they are prepared in one process per core (--jobs),
 answers still printed in the order given. Those processes are forked before torch is imported
 (they need numpy, scipy and Pillow only) and prepare while this one imports torch and loads the
-model. A checkpoint runs in PyTorch; an exported .onnx file (`lenet-export`) in ONNX Runtime.
+model. A checkpoint runs in PyTorch (a LeNet-5 one in the C kernel of lenet.native with --native);
+an exported .onnx file (`lenet-export`) in ONNX Runtime.
 """
 
 from __future__ import annotations

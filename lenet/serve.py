@@ -7,7 +7,8 @@
     GET  /               the drawing page (lenet/static/); GET /docs the OpenAPI docs, served from this machine
 
 Every image goes through `lenet.preprocess.prepare_image`, the one path shared with `lenet-predict`;
-several checkpoints are served as their ensemble. Bad input gets a JSON 4xx `{"error", "detail"}`,
+several checkpoints are served as their ensemble; `--native` runs LeNet-5 checkpoints in the C
+kernel of lenet.native. Bad input gets a JSON 4xx `{"error", "detail"}`,
 never a 500, and every request is bounded: its body in size (413) and in time to arrive (408), its
 images in number and decoded pixels (413), and the decoding work in flight in each worker process
 (beyond it requests queue, and get 503 with Retry-After when the queue is full). Connections whose

@@ -4,6 +4,7 @@ build cache, clear refusals, and `--native` in lenet-predict and lenet-serve."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,11 @@ from lenet.inference import LoadedModel, load_ensemble, load_model
 from lenet.models import LeNet5, LeNet5Classic
 
 
+needs_compiler = pytest.mark.skipif(
+    shutil.which(os.environ.get("CC", "cc")) is None, reason="needs a C compiler (CI installs gcc: .ci/run)"
+)
+
+
 @pytest.fixture(autouse=True)
 def own_build_cache(tmp_path_factory, monkeypatch):
     """Every test builds into (or loads from) this session's cache, never the user's."""
@@ -34,6 +40,7 @@ def random_lenet(seed: int) -> LoadedModel:
     return LoadedModel(LeNet5().eval(), mean=0.1307, std=0.3081, checkpoint_path=Path("random.ckpt"), model_hparams={}, data_hparams={})
 
 
+@needs_compiler
 def test_kernel_gives_pytorchs_probabilities_for_one_image_and_any_batch(trained_run, mnist_test):
     loaded = load_model(trained_run)
     model = native.load_native(loaded)
@@ -57,6 +64,7 @@ def test_kernel_gives_pytorchs_probabilities_for_one_image_and_any_batch(trained
         assert (kernel.predict_probs(noise[:1]) - reference[:1]).abs().max() < 1e-5
 
 
+@needs_compiler
 def test_portable_build_gives_the_same_answers(tmp_path, monkeypatch):
     """Without -march=native (and OpenMP) the vectors become the plain ISA's (SSE2 on x86-64)."""
     monkeypatch.setenv("LENET_CACHE_DIR", str(tmp_path))
@@ -68,6 +76,7 @@ def test_portable_build_gives_the_same_answers(tmp_path, monkeypatch):
     assert (model.predict_probs(noise[:1]) - loaded.predict_probs(noise[:1])).abs().max() < 1e-5
 
 
+@needs_compiler
 def test_build_is_cached_and_a_damaged_library_is_rebuilt(tmp_path, monkeypatch):
     # A cache of its own, built by another process: a library this process has loaded stays mapped
     # (and glibc hands the loaded copy back for its path), so only a fresh path tests a fresh load.
@@ -92,8 +101,14 @@ def test_clear_refusals(monkeypatch):
     native.kernel.cache_clear()
     with pytest.raises(native.NativeError, match="needs a C compiler.*cannot run.*install one"):
         native.load_native(random_lenet(0))
+    monkeypatch.setenv("CC", "false")  # a compiler that fails every build
+    native.kernel.cache_clear()
+    with pytest.raises(native.NativeError, match=r"false could not build lenet/lenet5.c \(exit status 1\): leave out --native"):
+        native.load_native(random_lenet(0))
+    assert not list(native.cache_dir().glob("*.partial"))  # nothing half-built left behind
 
 
+@needs_compiler
 def test_predict_native_gives_the_same_answers(trained_run, image_dir, capsys):  # noqa: F811
     from lenet.predict import main
 
@@ -109,6 +124,7 @@ def test_predict_native_gives_the_same_answers(trained_run, image_dir, capsys): 
     assert "--native runs on the CPU" in capsys.readouterr().err
 
 
+@needs_compiler
 def test_serve_native_gives_the_same_answers(trained_run, digits):  # noqa: F811
     from lenet.serve import create_app
 
