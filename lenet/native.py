@@ -35,9 +35,12 @@ from lenet.inference import CheckpointError, LoadedModel
 from lenet.models import LeNet5
 
 SOURCE = Path(__file__).with_name("lenet5.c")
-# Optional flags go last, so a compiler without OpenMP or -march=native still builds the kernel.
 REQUIRED_FLAGS = ["-O3", "-ffp-contract=fast", "-shared", "-fPIC"]
-OPTIONAL_FLAGS = [["-march=native", "-mprefer-vector-width=512", "-fopenmp"], ["-march=native", "-fopenmp"], ["-march=native"], []]
+
+
+def optional_flags(march: str) -> list[list[str]]:
+    """The builds to try in turn, so a compiler without OpenMP or without -march=... still builds the kernel."""
+    return [[f"-march={march}", "-fopenmp"], [f"-march={march}"], ["-fopenmp"], []]
 
 
 class NativeError(CheckpointError):
@@ -59,8 +62,9 @@ def cpu_identity() -> str:
 
 
 @cache
-def kernel() -> ctypes.CDLL:
-    """The compiled kernel, built on first use (about a second) and loaded from the cache after."""
+def kernel(march: str = "native") -> ctypes.CDLL:
+    """The compiled kernel, built on first use (about a second) and loaded from the cache after.
+    `march`: the instruction set, this CPU's by default (e.g. "x86-64-v3" for AVX2, "x86-64" for SSE2)."""
     compiler = os.environ.get("CC", "cc")
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
@@ -70,7 +74,7 @@ def kernel() -> ctypes.CDLL:
             "install one (e.g. `apt-get install gcc`) or set CC, or leave out --native."
         ) from None
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, version.encode(), cpu_identity().encode(), repr([REQUIRED_FLAGS, OPTIONAL_FLAGS]).encode()]))
+    key = hashlib.sha256(b"\0".join([source, version.encode(), cpu_identity().encode(), repr([REQUIRED_FLAGS, optional_flags(march)]).encode()]))
     library = cache_dir() / f"lenet5-{key.hexdigest()[:16]}.so"
     if library.is_file():
         try:
@@ -79,7 +83,7 @@ def kernel() -> ctypes.CDLL:
             pass  # damaged or cut short: built again below
     library.parent.mkdir(parents=True, exist_ok=True)
     problem = ""
-    for optional in OPTIONAL_FLAGS:
+    for optional in optional_flags(march):
         partial = library.with_name(f"{library.stem}.{os.getpid()}.partial")
         command = [compiler, *REQUIRED_FLAGS, *optional, str(SOURCE), "-o", str(partial), "-lm"]
         try:
@@ -98,6 +102,7 @@ def kernel() -> ctypes.CDLL:
 def declare(library: ctypes.CDLL) -> ctypes.CDLL:
     pointer = ctypes.c_void_p
     library.lenet5_weights_floats.restype = ctypes.c_long
+    library.lenet5_lanes.restype = ctypes.c_int  # floats a vector: 16 (AVX-512), 8 (AVX, AVX2), 4 (SSE2, NEON)
     library.lenet5_batch.argtypes = [pointer, pointer, pointer, ctypes.c_long, ctypes.c_int]
     library.lenet5_batch.restype = ctypes.c_int
     library.lenet5_single.argtypes = [pointer, pointer, pointer]
@@ -130,6 +135,7 @@ class NativeModel:
     """A LeNet-5 checkpoint run by the C kernel: 0..1 float or uint8 images in, probabilities out."""
 
     weights: Tensor  # pack_weights', as a tensor: data_ptr() costs a tenth of numpy's .ctypes.data
+    library: ctypes.CDLL  # kernel()'s
     checkpoint_path: Path
     dataset: str = "mnist"
     threads: int = 0  # for several images; 0: one per core
@@ -142,22 +148,22 @@ class NativeModel:
         x = images.cpu()
         x = (x.float() / 255 if x.dtype == torch.uint8 else x.float()).contiguous()
         probs = torch.empty(len(x), 10)
-        library = kernel()
         if len(x) == 1:
-            library.lenet5_single(self.weights.data_ptr(), x.data_ptr(), probs.data_ptr())
-        elif library.lenet5_batch(self.weights.data_ptr(), x.data_ptr(), probs.data_ptr(), len(x), self.threads or os.cpu_count() or 1):
+            self.library.lenet5_single(self.weights.data_ptr(), x.data_ptr(), probs.data_ptr())
+        elif self.library.lenet5_batch(self.weights.data_ptr(), x.data_ptr(), probs.data_ptr(), len(x), self.threads or os.cpu_count() or 1):
             raise MemoryError("lenet5_batch could not allocate its 120 KB of working memory per thread")
         return probs
 
 
-def load_native(loaded: LoadedModel, threads: int = 0) -> NativeModel:
-    """The C kernel for a loaded LeNet-5 checkpoint (the network this kernel implements, and only it)."""
+def load_native(loaded: LoadedModel, threads: int = 0, march: str = "native") -> NativeModel:
+    """The C kernel for a loaded LeNet-5 checkpoint (the network this kernel implements, and only it),
+    built for `march` (kernel())."""
     if type(loaded.net) is not LeNet5:
         raise NativeError(
             f"{loaded.checkpoint_path}: --native runs LeNet-5 only, and this is {type(loaded.net).__name__}: leave out --native."
         )
-    library = kernel()
+    library = kernel(march)
     weights = pack_weights(loaded.net, loaded.mean, loaded.std)
     if len(weights) != library.lenet5_weights_floats():
         raise NativeError(f"the packed weights ({len(weights)} floats) do not match lenet5.c's layout: rebuild the kernel.")
-    return NativeModel(torch.from_numpy(weights), loaded.checkpoint_path, loaded.dataset, threads)
+    return NativeModel(torch.from_numpy(weights), library, loaded.checkpoint_path, loaded.dataset, threads)

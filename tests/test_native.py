@@ -4,6 +4,7 @@ build cache, clear refusals, and `--native` in lenet-predict and lenet-serve."""
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -65,15 +66,21 @@ def test_kernel_gives_pytorchs_probabilities_for_one_image_and_any_batch(trained
 
 
 @needs_compiler
-def test_portable_build_gives_the_same_answers(tmp_path, monkeypatch):
-    """Without -march=native (and OpenMP) the vectors become the plain ISA's (SSE2 on x86-64)."""
-    monkeypatch.setenv("LENET_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(native, "OPTIONAL_FLAGS", [[]])
+def test_every_vector_width_gives_the_same_answers():
+    """AVX-512 (16 floats a vector), AVX2 (8) and SSE2 (4) builds where the CPU has them; elsewhere the
+    -march flag is refused and the fallback build (the plain ISA's vectors) is checked instead."""
     loaded = random_lenet(3)
-    noise = torch.rand(20, 1, 28, 28)
-    model = native.load_native(loaded)
-    assert (model.predict_probs(noise) - loaded.predict_probs(noise)).abs().max() < 1e-5
-    assert (model.predict_probs(noise[:1]) - loaded.predict_probs(noise[:1])).abs().max() < 1e-5
+    noise = torch.rand(40, 1, 28, 28)
+    expected = loaded.predict_probs(noise)
+    widths = set()
+    for march in ("native", "x86-64-v3", "x86-64"):
+        model = native.load_native(loaded, threads=2, march=march)
+        widths.add(model.library.lenet5_lanes())
+        for count in (40, 1, 9):
+            assert (model.predict_probs(noise[:count]) - expected[:count]).abs().max() < 1e-5, (march, count)
+    assert widths <= {4, 8, 16}
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert {4, 8} <= widths  # SSE2 and AVX2 builds really ran
 
 
 @needs_compiler
