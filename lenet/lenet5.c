@@ -127,6 +127,7 @@ int lenet5_batch(const Weights *W, const float *images, float *probs, long n, in
         #pragma omp for schedule(static)
         for (long g = 0; g < groups; g++) {
             if (!x) {
+                #pragma omp atomic write
                 failed = 1;
                 continue;
             }
@@ -134,9 +135,9 @@ int lenet5_batch(const Weights *W, const float *images, float *probs, long n, in
             float *lanes = (float *)x;
             if (count < LANES) memset(x, 0, sizeof(vec) * 784);  /* blank lanes: never read, but finite */
             for (long b = 0; b < count; b++)
-                for (int k = 0; k < 784; k++) lanes[k * LANES + b] = images[(first + b) * 784 + k];
+                for (int k = 0; k < 784; k++) lanes[k * LANES + b] = images[(size_t)(first + b) * 784 + k];
             forward_group(W, x, p1, p2, out);
-            for (long b = 0; b < count; b++) softmax10((const float *)out + b, LANES, probs + (first + b) * 10);
+            for (long b = 0; b < count; b++) softmax10((const float *)out + b, LANES, probs + (size_t)(first + b) * 10);
         }
         free(x);
     }

@@ -7,13 +7,14 @@ machine's C compiler and run through ctypes.
 `lenet-predict --native` and `lenet-serve --native` use it. Why a kernel of its own: LeNet-5 is so
 small that PyTorch and ONNX Runtime spend most of their time on per-operator overheads and on
 convolutions with 1 and 6 channels that fill few vector lanes. The kernel keeps every lane busy
-(see lenet5.c) and runs about four times as many images a second as ONNX Runtime, and one image in
-a third of its time (README, "Speed"; `benchmarks/inference.py`).
+(see lenet5.c) and runs three to four times as many images a second as ONNX Runtime on AVX-512
+cores, and one image in half its time (README, "Speed"; `benchmarks/inference.py`).
 
 The library is built for this machine (`-march=native`) into ~/.cache/lenet/native (or
 $LENET_CACHE_DIR/native), under a name that hashes the source, the compiler and the CPU, so a new
-CPU or compiler gets its own build and a damaged file is rebuilt. Only that file is ever compiled:
-nothing a checkpoint or an image holds reaches the compiler.
+CPU or compiler gets its own build and a damaged file is rebuilt. That folder must be writable by
+this user alone (what is loaded from it runs as code), and only lenet5.c is ever compiled: nothing a
+checkpoint or an image holds reaches the compiler.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import hashlib
 import os
 import platform
 import subprocess
+import tempfile
+import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -61,6 +64,29 @@ def cpu_identity() -> str:
         return f"{platform.machine()} {platform.processor()}"
 
 
+def private_folder() -> Path:
+    """cache_dir(), made if missing, and refused unless only this user can write it: a library
+    loaded from it runs as code."""
+    folder = cache_dir()
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = folder.stat()
+    except OSError as error:
+        raise NativeError(
+            f"cannot keep the compiled kernel in {folder} ({error.strerror or error}): "
+            "set LENET_CACHE_DIR to a folder of yours, or leave out --native."
+        ) from None
+    if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & 0o022):
+        raise NativeError(
+            f"{folder} can be written by other users, and the kernel loaded from it runs as code: "
+            "set LENET_CACHE_DIR to a folder only you can write, or leave out --native."
+        )
+    return folder
+
+
+BUILD_LOCK = threading.Lock()  # one build at a time in a process; between processes, unique names and os.replace
+
+
 @cache
 def kernel(march: str = "native") -> ctypes.CDLL:
     """The compiled kernel, built on first use (about a second) and loaded from the cache after.
@@ -73,29 +99,30 @@ def kernel(march: str = "native") -> ctypes.CDLL:
             f"--native needs a C compiler to build lenet/lenet5.c, and `{compiler}` cannot run ({error}): "
             "install one (e.g. `apt-get install gcc`) or set CC, or leave out --native."
         ) from None
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, version.encode(), cpu_identity().encode(), repr([REQUIRED_FLAGS, optional_flags(march)]).encode()]))
-    library = cache_dir() / f"lenet5-{key.hexdigest()[:16]}.so"
-    if library.is_file():
-        try:
-            return declare(ctypes.CDLL(str(library)))
-        except OSError:
-            pass  # damaged or cut short: built again below
-    library.parent.mkdir(parents=True, exist_ok=True)
-    problem = ""
-    for optional in optional_flags(march):
-        partial = library.with_name(f"{library.stem}.{os.getpid()}.partial")
-        command = [compiler, *REQUIRED_FLAGS, *optional, str(SOURCE), "-o", str(partial), "-lm"]
-        try:
-            built = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        except (OSError, subprocess.SubprocessError) as error:
-            built, problem = None, str(error)
-        if built is not None and built.returncode == 0:
-            os.replace(partial, library)  # whole, or not at all: another process may be loading it
-            return declare(ctypes.CDLL(str(library)))
-        partial.unlink(missing_ok=True)
-        if built is not None:
-            problem = (built.stderr.strip().splitlines() or [f"exit status {built.returncode}"])[-1]
+    flags = [REQUIRED_FLAGS, optional_flags(march)]
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), version.encode(), cpu_identity().encode(), repr(flags).encode()]))
+    with BUILD_LOCK:
+        library = private_folder() / f"lenet5-{key.hexdigest()[:16]}.so"
+        if library.is_file():
+            try:
+                return declare(ctypes.CDLL(str(library)))
+            except OSError:
+                pass  # damaged or cut short: built again below
+        problem = ""
+        for optional in optional_flags(march):
+            handle, partial = tempfile.mkstemp(dir=library.parent, prefix=f"{library.stem}.", suffix=".partial")
+            os.close(handle)
+            command = [compiler, *REQUIRED_FLAGS, *optional, str(SOURCE), "-o", partial, "-lm"]
+            try:
+                built = subprocess.run(command, capture_output=True, text=True, timeout=300)
+                if built.returncode == 0:
+                    os.replace(partial, library)  # whole, or not at all: another process may be loading it
+                    return declare(ctypes.CDLL(str(library)))
+                problem = (built.stderr.strip().splitlines() or [f"exit status {built.returncode}"])[-1]
+            except (OSError, subprocess.SubprocessError) as error:  # could not run, or built but cannot be loaded
+                problem = str(error)
+            finally:
+                Path(partial).unlink(missing_ok=True)
     raise NativeError(f"{compiler} could not build lenet/lenet5.c ({problem[:200]}): leave out --native.")
 
 
@@ -147,10 +174,10 @@ class NativeModel:
             raise ValueError(f"images must be (N, 1, 28, 28), got {tuple(images.shape)}")
         x = images.cpu()
         x = (x.float() / 255 if x.dtype == torch.uint8 else x.float()).contiguous()
-        probs = torch.empty(len(x), 10)
+        probs = torch.empty(len(x), 10, dtype=torch.float32, device="cpu")  # whatever the default dtype and device
         if len(x) == 1:
             self.library.lenet5_single(self.weights.data_ptr(), x.data_ptr(), probs.data_ptr())
-        elif self.library.lenet5_batch(self.weights.data_ptr(), x.data_ptr(), probs.data_ptr(), len(x), self.threads or os.cpu_count() or 1):
+        elif self.library.lenet5_batch(self.weights.data_ptr(), x.data_ptr(), probs.data_ptr(), len(x), max(1, self.threads or os.cpu_count() or 1)):
             raise MemoryError("lenet5_batch could not allocate its 120 KB of working memory per thread")
         return probs
 
@@ -158,10 +185,11 @@ class NativeModel:
 def load_native(loaded: LoadedModel, threads: int = 0, march: str = "native") -> NativeModel:
     """The C kernel for a loaded LeNet-5 checkpoint (the network this kernel implements, and only it),
     built for `march` (kernel())."""
-    if type(loaded.net) is not LeNet5:
-        raise NativeError(
-            f"{loaded.checkpoint_path}: --native runs LeNet-5 only, and this is {type(loaded.net).__name__}: leave out --native."
-        )
+    shapes = {name: tuple(value.shape) for name, value in loaded.net.state_dict().items()}
+    if type(loaded.net) is not LeNet5 or shapes != {name: tuple(value.shape) for name, value in LeNet5().state_dict().items()}:
+        classes = shapes.get("classifier.5.bias", ("?",))[0]
+        what = type(loaded.net).__name__ if type(loaded.net) is not LeNet5 else f"a LeNet5 with {classes} classes"
+        raise NativeError(f"{loaded.checkpoint_path}: --native runs LeNet-5 with 10 classes only, and this is {what}: leave out --native.")
     library = kernel(march)
     weights = pack_weights(loaded.net, loaded.mean, loaded.std)
     if len(weights) != library.lenet5_weights_floats():

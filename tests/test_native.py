@@ -8,6 +8,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,12 @@ def test_kernel_gives_pytorchs_probabilities_for_one_image_and_any_batch(trained
     assert model.predict_probs(images[:0]).shape == (0, 10)
     with pytest.raises(ValueError, match=r"images must be \(N, 1, 28, 28\), got \(2, 1, 32, 32\)"):
         model.predict_probs(torch.zeros(2, 1, 32, 32))
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the kernel writes float32, whatever a caller set
+    try:
+        assert (model.predict_probs(images[:20]) - expected[:20]).abs().max() < 1e-5
+    finally:
+        torch.set_default_dtype(previous)
     # Weights far from a trained network's, on inputs beyond 0..1: nothing depends on typical values.
     for seed in (1, 2):
         other = random_lenet(seed)
@@ -67,20 +74,20 @@ def test_kernel_gives_pytorchs_probabilities_for_one_image_and_any_batch(trained
 
 @needs_compiler
 def test_every_vector_width_gives_the_same_answers():
-    """AVX-512 (16 floats a vector), AVX2 (8) and SSE2 (4) builds where the CPU has them; elsewhere the
-    -march flag is refused and the fallback build (the plain ISA's vectors) is checked instead."""
+    """The native build, and on x86-64 the SSE2 (4 floats a vector) and, where the CPU has it, AVX2 (8)
+    builds; elsewhere the x86 -march flags are refused and the fallback build is checked instead."""
     loaded = random_lenet(3)
     noise = torch.rand(40, 1, 28, 28)
     expected = loaded.predict_probs(noise)
-    widths = set()
-    for march in ("native", "x86-64-v3", "x86-64"):
+    x86 = platform.machine() in ("x86_64", "AMD64")
+    builds = {"native": None, "x86-64": 4 if x86 else None}
+    if x86 and "avx2" in native.cpu_identity().split():
+        builds["x86-64-v3"] = 8
+    for march, lanes in builds.items():
         model = native.load_native(loaded, threads=2, march=march)
-        widths.add(model.library.lenet5_lanes())
+        assert lanes is None or model.library.lenet5_lanes() == lanes, march
         for count in (40, 1, 9):
             assert (model.predict_probs(noise[:count]) - expected[:count]).abs().max() < 1e-5, (march, count)
-    assert widths <= {4, 8, 16}
-    if platform.machine() in ("x86_64", "AMD64"):
-        assert {4, 8} <= widths  # SSE2 and AVX2 builds really ran
 
 
 @needs_compiler
@@ -100,32 +107,64 @@ def test_build_is_cached_and_a_damaged_library_is_rebuilt(tmp_path, monkeypatch)
     assert library.stat().st_mtime_ns == built  # loaded, not built again
 
 
-def test_clear_refusals(monkeypatch):
+@needs_compiler
+def test_threads_asking_at_once_get_one_build(tmp_path, monkeypatch):
+    monkeypatch.setenv("LENET_CACHE_DIR", str(tmp_path))
+    with ThreadPoolExecutor(4) as pool:
+        libraries = list(pool.map(lambda _: native.kernel(), range(4)))
+    assert all(library._handle == libraries[0]._handle for library in libraries)
+    assert [path.suffix for path in native.cache_dir().iterdir()] == [".so"]
+
+
+def test_clear_refusals(tmp_path, monkeypatch):
     classic = LoadedModel(LeNet5Classic().eval(), 0.1307, 0.3081, Path("classic.ckpt"), {}, {})
-    with pytest.raises(native.NativeError, match="runs LeNet-5 only, and this is LeNet5Classic: leave out --native"):
+    with pytest.raises(native.NativeError, match="runs LeNet-5 with 10 classes only, and this is LeNet5Classic: leave out --native"):
         native.load_native(classic)
+    five = LoadedModel(LeNet5(num_classes=5).eval(), 0.1307, 0.3081, Path("five.ckpt"), {}, {})
+    with pytest.raises(native.NativeError, match="and this is a LeNet5 with 5 classes: leave out --native"):
+        native.load_native(five)
     monkeypatch.setenv("CC", "/nonexistent/cc")
     native.kernel.cache_clear()
     with pytest.raises(native.NativeError, match="needs a C compiler.*cannot run.*install one"):
         native.load_native(random_lenet(0))
-    monkeypatch.setenv("CC", "false")  # a compiler that fails every build
+    # A compiler that writes its output file and then fails: nothing half-built may stay behind.
+    failing = tmp_path / "failing-cc"
+    failing.write_text('#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && echo partial > "$2"; shift; done\nexit 1\n')
+    failing.chmod(0o755)
+    monkeypatch.setenv("CC", str(failing))
+    monkeypatch.setenv("LENET_CACHE_DIR", str(tmp_path / "cache"))
     native.kernel.cache_clear()
-    with pytest.raises(native.NativeError, match=r"false could not build lenet/lenet5.c \(exit status 1\): leave out --native"):
+    with pytest.raises(native.NativeError, match=r"failing-cc could not build lenet/lenet5.c \(exit status 1\): leave out --native"):
         native.load_native(random_lenet(0))
-    assert not list(native.cache_dir().glob("*.partial"))  # nothing half-built left behind
+    assert not list(native.cache_dir().iterdir())
+    # A cache folder that cannot be made, and one that other users can write.
+    (tmp_path / "a_file").write_text("")
+    for folder, problem in ((tmp_path / "a_file", "cannot keep the compiled kernel in"), (tmp_path / "shared", "can be written by other users")):
+        (tmp_path / "shared" / "native").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "shared" / "native").chmod(0o777)
+        monkeypatch.setenv("LENET_CACHE_DIR", str(folder))
+        native.kernel.cache_clear()
+        with pytest.raises(native.NativeError, match=f"{problem}.*set LENET_CACHE_DIR.*leave out --native"):
+            native.kernel()
 
 
 @needs_compiler
-def test_predict_native_gives_the_same_answers(trained_run, image_dir, capsys):  # noqa: F811
-    from lenet.predict import main
+def test_predict_native_gives_the_same_answers(trained_run, image_dir, tmp_path, capsys):  # noqa: F811
+    from lenet.predict import PARALLEL_FROM, main
 
     folder, _ = image_dir
-    assert main([str(trained_run), str(folder), "--json"]) == 0
-    pytorch = json_lines(capsys.readouterr().out)
-    assert main([str(trained_run), str(folder), "--json", "--native", "--batch-size", "7"]) == 0
-    kernel = json_lines(capsys.readouterr().out)
-    assert [r["digit"] for r in kernel] == [r["digit"] for r in pytorch]
-    assert max(abs(a - b) for x, y in zip(kernel, pytorch) for a, b in zip(x["probs"], y["probs"])) < 1e-5
+    many = tmp_path / "many"  # enough images for the parallel path: the kernel on one thread
+    many.mkdir()
+    for copy in range(-(-PARALLEL_FROM // 10)):
+        for image in folder.iterdir():
+            (many / f"{copy}_{image.name}").write_bytes(image.read_bytes())
+    for images in (folder, many):
+        assert main([str(trained_run), str(images), "--json"]) == 0
+        pytorch = json_lines(capsys.readouterr().out)
+        assert main([str(trained_run), str(images), "--json", "--native", "--batch-size", "7"]) == 0
+        kernel = json_lines(capsys.readouterr().out)
+        assert [r["digit"] for r in kernel] == [r["digit"] for r in pytorch] and len(kernel) in (10, 10 * -(-PARALLEL_FROM // 10))
+        assert max(abs(a - b) for x, y in zip(kernel, pytorch) for a, b in zip(x["probs"], y["probs"])) < 1e-5
     with pytest.raises(SystemExit):
         main([str(trained_run), str(folder), "--native", "--device", "cuda"])
     assert "--native runs on the CPU" in capsys.readouterr().err
