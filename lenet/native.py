@@ -47,7 +47,8 @@ def optional_flags(march: str) -> list[list[str]]:
 
 
 class NativeError(CheckpointError):
-    """The C kernel cannot run this model here: not LeNet-5, or no C compiler (printed as is by the commands)."""
+    """The C kernel cannot run this model here: not a 10-class LeNet-5, no working C compiler, or no
+    private folder for the build (printed as is by the commands)."""
 
 
 def cache_dir() -> Path:
