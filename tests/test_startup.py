@@ -33,7 +33,9 @@ def test_end_of_startup_freezes_what_start_up_made_then_turns_the_collector_on(c
     assert frozen >= len(made_at_start_up)
     made_later = [[index] for index in range(1_000)]
     end_of_startup()  # the next job of a multirun: the collector is on, nothing more is frozen
-    assert gc.get_freeze_count() == frozen and gc.isenabled() and made_later
+    # Not "==": a frozen object that other tests left behind may be freed meanwhile (seen in CI: 11
+    # fewer); a second freeze would add the 1,000 lists made since.
+    assert gc.get_freeze_count() <= frozen and gc.isenabled() and made_later
 
 
 def test_imports_without_collector_turns_it_off_within_and_leaves_a_caller_that_turned_it_off_alone(collector_restored):
