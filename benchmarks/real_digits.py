@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lenet import realdigits  # noqa: E402
+from lenet.cache import cache_folder  # noqa: E402
 from lenet.evaluation import default_data_dir  # noqa: E402
 from lenet.inference import UNSURE_BELOW, Model, load_ensemble  # noqa: E402
 from lenet.preprocess import ImageError, prepare_image  # noqa: E402
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seed", type=int, default=0, help="generator seed of the synthetic sets")
     parser.add_argument("--unsure-below", type=float, default=UNSURE_BELOW, help="top probability under which an answer is unsure")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "real_digits.json")
-    parser.add_argument("--cache-dir", type=Path, help=f"prepared sets (default: {realdigits.default_cache_dir()})")
+    parser.add_argument("--cache-dir", type=Path, help=f"prepared sets (default: {cache_folder('realdigits')})")
     parser.add_argument("--no-samples", action="store_true", help="skip the sheet of sample images (saves a few seconds)")
     parser.add_argument("--data-dir", default=default_data_dir(), help="MNIST and USPS folder (default: $LENET_DATA_DIR)")
     parser.add_argument("--misread", metavar="SET", help="also draw every image of SET that the last model reads wrongly")

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lenet.cache import cache_folder
 from lenet.inference import CheckpointError, LoadedModel
 from lenet.models import LeNet5
 
@@ -51,11 +52,6 @@ class NativeError(CheckpointError):
     private folder for the build (printed as is by the commands)."""
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("LENET_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lenet"
-    return Path(root) / "native"
-
-
 def cpu_identity() -> str:
     """What -march=native depends on: the CPU's model and features where the OS tells them."""
     try:
@@ -66,9 +62,9 @@ def cpu_identity() -> str:
 
 
 def private_folder() -> Path:
-    """cache_dir(), made if missing, and refused unless only this user can write it: a library
+    """cache_folder("native"), made if missing, and refused unless only this user can write it: a library
     loaded from it runs as code."""
-    folder = cache_dir()
+    folder = cache_folder("native")
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = folder.stat()

@@ -49,6 +49,7 @@ from scipy import ndimage
 from torch import Tensor
 
 import lenet.preprocess
+from lenet.cache import cache_folder
 from lenet.evaluation import Evaluation, default_data_dir, score
 from lenet.inference import UNSURE_BELOW
 from lenet.preprocess import ImageError, prepare_image
@@ -467,13 +468,6 @@ def prepare(digit_set: DigitSet) -> PreparedSet:
     return PreparedSet(digit_set.name, stacked, torch.from_numpy(digit_set.labels), torch.tensor(refused, dtype=torch.bool), reasons)
 
 
-def default_cache_dir() -> Path:
-    """$LENET_CACHE_DIR/realdigits, else ~/.cache/lenet/realdigits (XDG_CACHE_HOME respected)."""
-    if os.environ.get("LENET_CACHE_DIR"):
-        return Path(os.environ["LENET_CACHE_DIR"]) / "realdigits"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lenet" / "realdigits"
-
-
 def _source_digest(name: str, params: Mapping[str, Any], data_dir: str) -> str:
     """What the set is made from: the USPS file, MNIST's test arrays, or the font files."""
     if name == "usps":
@@ -503,7 +497,7 @@ def load_prepared(
 ) -> PreparedSet:  # fmt: skip
     """A prepared set from the cache, else made, prepared and cached (a cached larger set serves a smaller limit)."""
     key = cache_key(name, seed, data_dir, **overrides)
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = Path(cache_dir) if cache_dir is not None else cache_folder("realdigits")
     wanted = None if limit is None else max(0, limit)
     for path in sorted(folder.glob(f"{name}-{key}-*.pt"), key=lambda p: int(p.stem.rsplit("-", 1)[1])):
         cached = torch.load(path, weights_only=True)

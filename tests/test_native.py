@@ -19,6 +19,7 @@ from test_predict import image_dir, json_lines  # noqa: F401 (a fixture)
 from test_serve import digits  # noqa: F401 (a fixture)
 
 from lenet import native
+from lenet.cache import cache_folder
 from lenet.inference import LoadedModel, load_ensemble, load_model
 from lenet.models import LeNet5, LeNet5Classic
 
@@ -96,11 +97,11 @@ def test_build_is_cached_and_a_damaged_library_is_rebuilt(tmp_path, monkeypatch)
     # (and glibc hands the loaded copy back for its path), so only a fresh path tests a fresh load.
     monkeypatch.setenv("LENET_CACHE_DIR", str(tmp_path))
     subprocess.run([sys.executable, "-c", "from lenet import native; native.kernel()"], check=True, cwd=REPO)
-    [library] = list(native.cache_dir().glob("lenet5-*.so"))
+    [library] = list(cache_folder("native").glob("lenet5-*.so"))
     (tmp_path / "damaged").write_bytes(b"cut short")
     os.replace(tmp_path / "damaged", library)  # replaced, never written in place: the other process may have it mapped
     model = native.load_native(random_lenet(0))
-    assert library.stat().st_size > 1000 and list(native.cache_dir().glob("*.so")) == [library]  # built again
+    assert library.stat().st_size > 1000 and list(cache_folder("native").glob("*.so")) == [library]  # built again
     assert model.predict_probs(torch.zeros(3, 1, 28, 28)).sum(1).allclose(torch.ones(3))
     built = library.stat().st_mtime_ns
     subprocess.run([sys.executable, "-c", "from lenet import native; native.kernel()"], check=True, cwd=REPO)
@@ -113,7 +114,7 @@ def test_threads_asking_at_once_get_one_build(tmp_path, monkeypatch):
     with ThreadPoolExecutor(4) as pool:
         libraries = list(pool.map(lambda _: native.kernel(), range(4)))
     assert all(library._handle == libraries[0]._handle for library in libraries)
-    assert [path.suffix for path in native.cache_dir().iterdir()] == [".so"]
+    assert [path.suffix for path in cache_folder("native").iterdir()] == [".so"]
 
 
 def test_clear_refusals(tmp_path, monkeypatch):
@@ -136,7 +137,7 @@ def test_clear_refusals(tmp_path, monkeypatch):
     native.kernel.cache_clear()
     with pytest.raises(native.NativeError, match=r"failing-cc could not build lenet/lenet5.c \(exit status 1\): leave out --native"):
         native.load_native(random_lenet(0))
-    assert not list(native.cache_dir().iterdir())
+    assert not list(cache_folder("native").iterdir())
     # A cache folder that cannot be made, and one that other users can write.
     (tmp_path / "a_file").write_text("")
     for folder, problem in ((tmp_path / "a_file", "cannot keep the compiled kernel in"), (tmp_path / "shared", "can be written by other users")):
