@@ -27,6 +27,13 @@ def dataset_stats(name: str) -> tuple[float, float]:
     return DATASETS[name]["mean"], DATASETS[name]["std"]
 
 
+def unit_floats(images: Tensor) -> Tensor:
+    """uint8 images (0..255) or float images (0..1) -> contiguous float32 in 0..1 on the CPU: what an
+    exported model (normalisation inside) and the C kernel (normalisation folded in) take."""
+    x = images.to("cpu", torch.float32)
+    return (x / 255 if images.dtype == torch.uint8 else x).contiguous()
+
+
 def normalize(images: Tensor, mean: float = DATASETS["mnist"]["mean"], std: float = DATASETS["mnist"]["std"]) -> Tensor:
     """uint8 images (0..255) or float images (0..1), shape (B, 1, 28, 28) -> the network's input."""
     scale = 1 / (255 * std) if images.dtype == torch.uint8 else 1 / std

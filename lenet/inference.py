@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lenet.datasets import dataset_stats, normalize
+from lenet.datasets import dataset_stats, normalize, unit_floats
 from lenet.registry import NotAllowedError, build, check_spec
 
 # Below this top probability a prediction is "unsure" and the runner-up is shown with it.
@@ -88,7 +88,7 @@ class OnnxModel:
 
     def predict_probs(self, images: Tensor, batch_size: int = 4096) -> Tensor:
         """uint8 (0..255) or float (0..1) images (N, 1, 28, 28) -> probabilities (N, 10)."""
-        x = (images.float() / 255 if images.dtype == torch.uint8 else images.float()).contiguous().numpy()
+        x = unit_floats(images).numpy()
         chunks = [self.session.run(None, {"images": x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
         return torch.from_numpy(np.concatenate(chunks)) if chunks else torch.empty(0, 10)
 

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from lenet.cache import cache_folder
+from lenet.datasets import unit_floats
 from lenet.inference import CheckpointError, LoadedModel
 from lenet.models import LeNet5
 
@@ -169,8 +170,7 @@ class NativeModel:
         batch goes to the kernel at once (`batch_size` is accepted for the other models' signature)."""
         if images.shape[1:] != (1, 28, 28):  # the kernel reads 784 floats an image, whatever it is given
             raise ValueError(f"images must be (N, 1, 28, 28), got {tuple(images.shape)}")
-        x = images.cpu()
-        x = (x.float() / 255 if x.dtype == torch.uint8 else x.float()).contiguous()
+        x = unit_floats(images)
         probs = torch.empty(len(x), 10, dtype=torch.float32, device="cpu")  # whatever the default dtype and device
         if len(x) == 1:
             self.library.lenet5_single(self.weights.data_ptr(), x.data_ptr(), probs.data_ptr())
