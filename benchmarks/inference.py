@@ -1,13 +1,11 @@
 """Inference speed of a trained model: images/s at batch 1024 and latency at batch 1, for eager
-PyTorch, ONNX Runtime (float and int8) and the project's C kernel (lenet.native, LeNet-5 only; on
+PyTorch, ONNX Runtime and the project's C kernel (lenet.native, LeNet-5 only; on
 x86-64 also built for AVX2 and for SSE2), on 1 thread and on one per core, after checking they give
 the same probabilities and scoring each on the whole MNIST test set.
 
     python benchmarks/inference.py RUN_DIR_OR_CKPT [--seconds 3]
 
-Inputs are official MNIST test images as floats in 0..1 (what lenet.preprocess produces). The int8
-model is `lenet.export.quantize_onnx`'s, calibrated on 1,000 training images; it is only worth
-using where its test accuracy is within 0.05 points of the float model's (the last column).
+Inputs are official MNIST test images as floats in 0..1 (what lenet.preprocess produces).
 Prints a table and writes benchmarks/results/inference.json.
 """
 
@@ -30,12 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lenet.datafiles import load_split  # noqa: E402
-from lenet.export import export_onnx, probability_model, quantize_onnx  # noqa: E402
+from lenet.export import export_onnx, probability_model  # noqa: E402
 from lenet.inference import load_model, onnx_session  # noqa: E402
 from lenet.native import NativeError, cpu_identity, load_native  # noqa: E402
 
 DATA_DIR = os.environ.get("LENET_DATA_DIR", str(REPO.parent / "shared" / "data"))
-MAX_INT8_LOSS = 0.05  # accuracy points an int8 model may lose against float and still be used
 
 
 def throughput(predict, batch, seconds: float) -> float:
@@ -78,12 +75,9 @@ def main() -> None:
     cores = os.cpu_count() or 1
 
     with tempfile.TemporaryDirectory() as folder:
-        float_path = export_onnx(loaded, Path(folder) / "model.onnx")
-        calibration = load_split(DATA_DIR, "mnist", "train")[0][:1000].float() / 255
-        int8_path = quantize_onnx(float_path, Path(folder) / "model_int8.onnx", calibration)
+        onnx_path = export_onnx(loaded, Path(folder) / "model.onnx")
         sessions = {
-            f"ONNX Runtime{kind}, {threads} thread{'s' if threads > 1 else ''}": onnx_session(path, threads)
-            for kind, path in (("", float_path), (" int8", int8_path))
+            f"ONNX Runtime, {threads} thread{'s' if threads > 1 else ''}": onnx_session(onnx_path, threads)
             for threads in sorted({1, cores})
         }
     eager = probability_model(loaded)
@@ -126,16 +120,13 @@ def main() -> None:
             "images_per_second_batch_1024": throughput(predict, batch, args.seconds),
             **latency(predict, inputs, args.repeats),
         }
-    float_accuracy = results["eager PyTorch"]["test_accuracy"]
-    int8 = [r for name, r in results.items() if "int8" in name]
-    int8_holds = all(100 * (float_accuracy - r["test_accuracy"]) <= MAX_INT8_LOSS for r in int8)
-    # What this machine can use: float, int8 where it holds, and the C kernel as --native builds it.
-    usable = {name: r for name, r in results.items() if (int8_holds or "int8" not in name) and "built for" not in name}
+    # What this machine can use: every runtime, with the C kernel as --native builds it.
+    usable = {name: r for name, r in results.items() if "built for" not in name}
     fastest = max(usable, key=lambda name: usable[name]["images_per_second_batch_1024"])
     quickest = min(usable, key=lambda name: usable[name]["p50_us"])
     report = {
         "checkpoint": str(loaded.checkpoint_path), "threads": torch.get_num_threads(), "cpus": cores,
-        "int8_accuracy_holds": int8_holds, "fastest_batch_1024": fastest, "lowest_latency_batch_1": quickest,
+        "fastest_batch_1024": fastest, "lowest_latency_batch_1": quickest,
         "results": results,
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -147,8 +138,6 @@ def main() -> None:
             f"{name:44} {r['images_per_second_batch_1024']:12.0f} {r['p50_us']:10.1f} {r['p99_us']:10.1f} "
             f"{r['max_abs_prob_diff_vs_eager']:9.1e} {100 * r['same_predictions']:6.2f}% {100 * r['test_accuracy']:8.2f}%"
         )
-    verdict = "holds" if int8_holds else "does not hold"
-    print(f"int8 accuracy {verdict} (within {MAX_INT8_LOSS} points of float {100 * float_accuracy:.2f}%)")
     print(f"fastest at batch 1024: {fastest}; lowest latency at batch 1: {quickest}")
     print(f"Written: {args.out}")
 

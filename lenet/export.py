@@ -57,26 +57,6 @@ def export_onnx(loaded: LoadedModel, path: str | Path) -> Path:
     return path
 
 
-def quantize_onnx(source: str | Path, target: str | Path, calibration: Tensor) -> Path:
-    """An int8 copy of an exported model (ONNX Runtime static quantisation: int8 weights per output
-    channel, uint8 activations whose ranges are calibrated on `calibration`, 0..1 float images
-    (N, 1, 28, 28), e.g. a thousand training images)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Batches(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([{"images": chunk.numpy()} for chunk in calibration.float().split(256)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    quantize_static(
-        str(source), str(target), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-    )  # fmt: skip
-    return Path(target)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lenet-export", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a run directory (uses checkpoints/best.ckpt) or a .ckpt file")
