@@ -8,6 +8,7 @@ kernel loading, oneDNN/cuDNN set-up), the second shows the steady state.
     python benchmarks/fit_phases.py experiment=fast_gpu --variant trainer.deterministic=false
 
 Prints one line per fit; the phases are wall time with the device synchronised at each boundary.
+Writes benchmarks/results/fit_phases.json and .md (or --results-dir).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from results_file import add_results_dir_option, markdown_table, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -99,14 +102,30 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the recipe, e.g. experiment=fast")
     parser.add_argument("--variant", action="append", default=[],
                         help="an extra override (comma-separated for several) timed as its own variant")
+    add_results_dir_option(parser)
     args = parser.parse_args()
     variants = [[]] + [v.split(",") for v in args.variant]
+    rows = []
     for variant in variants:
         for attempt in ("first", "second"):
             total, phases, steps = fit_once([*args.overrides, *variant])
+            rows.append({
+                "variant": " ".join(variant) or "as composed", "fit": attempt, "seconds": round(total, 3), "steps": steps,
+                "ms_per_step": round(1000 * phases.get("training steps", 0) / max(steps, 1), 3),
+                "phases_seconds": {name: round(seconds, 3) for name, seconds in phases.items()},
+            })  # fmt: skip
+            row = rows[-1]
             split = ", ".join(f"{name} {seconds:.2f}" for name, seconds in phases.items())
-            print(f"{' '.join(variant) or 'as composed'} [{attempt} fit]: {total:.2f} s, {steps} steps "
-                  f"({1000 * phases.get('training steps', 0) / max(steps, 1):.2f} ms/step) | {split}", flush=True)
+            print(f"{row['variant']} [{attempt} fit]: {total:.2f} s, {steps} steps ({row['ms_per_step']:.2f} ms/step) | {split}", flush=True)
+    table = markdown_table(
+        ["variant", "fit", "seconds", "steps", "ms/step", "phases (s)"],
+        [[r["variant"], r["fit"], f"{r['seconds']:.2f}", r["steps"], f"{r['ms_per_step']:.2f}",
+          ", ".join(f"{name} {seconds:.2f}" for name, seconds in r["phases_seconds"].items())] for r in rows],
+    )  # fmt: skip
+    body = f"Recipe: `{' '.join(args.overrides) or 'the defaults'}`. The first fit in a process pays one-time set-up.\n\n{table}"
+    paths = write_results("fit_phases", {"overrides": args.overrides, "fits": rows}, body, results_dir=args.results_dir,
+                          title="Where a Lightning fit's time goes")  # fmt: skip
+    print(f"Written: {paths[0]} and {paths[1]}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 # GPU check (issue 13), at most ~8 minutes on a machine with a CUDA GPU: runs the GPU-marked tests
 # (trainer=gpu end to end, batches on the device, DDP when there are 2+ GPUs), times the fast recipes to
 # 99% on the GPU (5 seeds each), splits a fit into its phases and runs the same recipes as a bare PyTorch
-# loop on the GPU. Results in $OUT (or benchmarks/results/gpu/); about 6 minutes on one H100.
+# loop on the GPU. Results in $OUT (or benchmarks/results/gpu/): the pieces as .txt, all of them in
+# gpu_check.md and .json (with the date, commit, CPU and versions), fit_phases.md/.json; about 6
+# minutes on one H100.
 #
 #   bash benchmarks/gpu_check.sh            # installs the project first when its packages are missing
 #   EXPERIMENTS=fast_gpu bash benchmarks/gpu_check.sh   # time only the GPU preset (about 4 minutes)
@@ -42,7 +44,7 @@ rm -rf "$out/runs"  # checkpoints and event files: the table above is the result
 
 # Where Lightning's fit time goes (the first fit in a process pays CUDA's set-up), and the same recipes
 # as a bare PyTorch loop on the GPU: the first loop is cold, the later ones warm.
-timeout 120 $python benchmarks/fit_phases.py experiment=fast_gpu 2>&1 | grep "fit\]" | tee "$out/phases.txt"
+timeout 120 $python benchmarks/fit_phases.py experiment=fast_gpu --results-dir "$out" 2>&1 | grep "fit\]" | tee "$out/phases.txt"
 timeout 120 $python - <<'EOF' 2>&1 | grep -v Warning | tee "$out/bare_gpu.txt"
 import json, sys
 sys.argv = ["x"]; sys.path.insert(0, "benchmarks")
@@ -51,3 +53,10 @@ for recipe, seeds in (("fast_gpu", (1, 1, 2, 3, 4, 5)), ("fast", (1, 2))):
     for seed in seeds:
         print(f"bare loop, cuda, experiment={recipe} recipe, seed {seed}", json.dumps(bare_loop([f"experiment={recipe}"], seed, True, "cuda")))
 EOF
+printed=$(mktemp)
+for piece in gpu tests time_to_99 phases bare_gpu; do
+  [ -f "$out/$piece.txt" ] && { echo "== $piece"; cat "$out/$piece.txt"; }
+done > "$printed"
+$python benchmarks/results_file.py gpu_check --body-file "$printed" --title "GPU check" \
+  --command "bash benchmarks/gpu_check.sh" --results-dir "$out"
+rm -f "$printed"

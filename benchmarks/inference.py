@@ -6,13 +6,12 @@ the same probabilities and scoring each on the whole MNIST test set.
     python benchmarks/inference.py RUN_DIR_OR_CKPT [--seconds 3]
 
 Inputs are official MNIST test images as floats in 0..1 (what lenet.preprocess produces).
-Prints a table and writes benchmarks/results/inference.json.
+Prints a table and writes benchmarks/results/inference.json and .md (or --results-dir).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -31,6 +30,7 @@ from lenet.datafiles import load_split  # noqa: E402
 from lenet.export import export_onnx, probability_model  # noqa: E402
 from lenet.inference import load_model, onnx_session  # noqa: E402
 from lenet.native import NativeError, cpu_identity, load_native  # noqa: E402
+from results_file import add_results_dir_option, markdown_table, write_results  # noqa: E402
 
 DATA_DIR = os.environ.get("LENET_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("checkpoint", help="run directory or .ckpt")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per throughput measurement")
     parser.add_argument("--repeats", type=int, default=2000, help="batch-1 calls per latency measurement")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "inference.json")
+    add_results_dir_option(parser)
     args = parser.parse_args()
 
     loaded = load_model(args.checkpoint)
@@ -129,9 +129,6 @@ def main() -> None:
         "fastest_batch_1024": fastest, "lowest_latency_batch_1": quickest,
         "results": results,
     }  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-
     print(f"{'runtime':44} {'img/s @1024':>12} {'p50 µs @1':>10} {'p99 µs @1':>10} {'max |Δp|':>9} {'agree':>7} {'test acc':>9}")
     for name, r in results.items():
         print(
@@ -139,7 +136,16 @@ def main() -> None:
             f"{r['max_abs_prob_diff_vs_eager']:9.1e} {100 * r['same_predictions']:6.2f}% {100 * r['test_accuracy']:8.2f}%"
         )
     print(f"fastest at batch 1024: {fastest}; lowest latency at batch 1: {quickest}")
-    print(f"Written: {args.out}")
+    table = markdown_table(
+        ["runtime", "img/s @1024", "p50 µs @1", "p99 µs @1", "max |Δp|", "agree", "test acc"],
+        [[name, f"{r['images_per_second_batch_1024']:,.0f}", f"{r['p50_us']:.1f}", f"{r['p99_us']:.1f}",
+          f"{r['max_abs_prob_diff_vs_eager']:.1e}", f"{100 * r['same_predictions']:.2f}%", f"{100 * r['test_accuracy']:.2f}%"]
+         for name, r in results.items()],
+    )  # fmt: skip
+    body = f"{table}\n\nFastest at batch 1024: {fastest}; lowest latency at batch 1: {quickest}."
+    paths = write_results("inference", report, body, results_dir=args.results_dir, title="Inference speed",
+                          packages=["onnx", "onnxruntime"])  # fmt: skip
+    print(f"Written: {paths[0]} and {paths[1]}")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ of the composed batch size, both formats alternating, and prints microseconds pe
 5 rounds) and the setting to use. Both formats give the same numbers up to float rounding; which is
 faster depends on the CPU and the batch size (AMD Zen 4 at batch 64: contiguous 8% faster; Intel
 Xeon at batch 256: channels_last). Choose it once per machine, not per run, so that a seed keeps
-giving the same metrics.
+giving the same metrics. Writes benchmarks/results/memory_format.json and .md (or --results-dir).
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -27,6 +28,7 @@ sys.path.insert(0, str(REPO))
 from lenet.config import load_config, to_plain  # noqa: E402
 from lenet.module import MEMORY_FORMATS  # noqa: E402
 from lenet.registry import build  # noqa: E402
+from results_file import add_results_dir_option, markdown_table, write_results  # noqa: E402
 
 
 def microseconds_per_image(net_spec: dict, optimizer_spec: dict, batch: int, memory_format, steps: int = 30) -> float:
@@ -46,7 +48,11 @@ def microseconds_per_image(net_spec: dict, optimizer_spec: dict, batch: int, mem
 
 
 def main() -> None:
-    cfg = load_config(sys.argv[1:] or ["experiment=fast"], run_dir="unused")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", default=["experiment=fast"], help="train.py overrides (default: experiment=fast)")
+    add_results_dir_option(parser)
+    args = parser.parse_args()
+    cfg = load_config(args.overrides, run_dir="unused")
     model, batch = to_plain(cfg.model), cfg.data.batch_size
     rounds: dict[str, list[float]] = {name: [] for name in MEMORY_FORMATS}
     for _ in range(5):
@@ -56,7 +62,15 @@ def main() -> None:
     for name, value in medians.items():
         print(f"{name:14} {value:7.1f} µs per image (batch {batch}, {torch.get_num_threads()} threads)")
     best = min(medians, key=medians.get)
-    print(f"faster here: model.memory_format={best} ({max(medians.values()) / medians[best]:.2f}x)")
+    ratio = max(medians.values()) / medians[best]
+    print(f"faster here: model.memory_format={best} ({ratio:.2f}x)")
+    result = {"overrides": args.overrides, "batch_size": batch, "threads": torch.get_num_threads(),
+              "us_per_image_median": medians, "us_per_image_rounds": rounds, "faster": best, "speedup": ratio}  # fmt: skip
+    body = (f"Training steps of the network that `{' '.join(args.overrides)}` composes, batch {batch}, {torch.get_num_threads()} threads, "
+            f"medians of 5 rounds.\n\n" + markdown_table(["memory format", "µs per image"], [[n, f"{v:.1f}"] for n, v in medians.items()])
+            + f"\n\nFaster here: `model.memory_format={best}` ({ratio:.2f}x).")  # fmt: skip
+    paths = write_results("memory_format", result, body, results_dir=args.results_dir, title="channels_last or contiguous")
+    print(f"Written: {paths[0]} and {paths[1]}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ when it already holds them), then times whole `lenet-predict` commands, the medi
 the directory with one preparing process per core (the default), with --jobs 1, with --native (the
 C kernel) and with the model exported to ONNX (run by ONNX Runtime); one image alone; and prepare_image alone, per image, in
 this process. Checks every answer against the drawn digit's label. Prints a table and writes
-benchmarks/results/predict_speed.json.
+benchmarks/results/predict_speed.json and .md (or --results-dir).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lenet.preprocess import prepare_image  # noqa: E402
+from results_file import add_results_dir_option, text_block, write_results  # noqa: E402
 
 
 def write_pads(folder: Path, count: int) -> dict[str, int]:
@@ -72,7 +73,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", type=Path, help="where to write (or find) the PNGs (default: a temporary directory)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "predict_speed.json")
+    add_results_dir_option(parser)
     args = parser.parse_args()
 
     script = str(Path(sys.executable).with_name("lenet-predict"))
@@ -102,15 +103,16 @@ def main() -> None:
             prepare_image(path)
         results["prepare_image alone, this process"] = {"ms_per_image": 1000 * (time.perf_counter() - started) / len(paths)}
 
-    report = {"checkpoint": args.checkpoint, "images": args.count, "cpus": os.cpu_count(), "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"lenet-predict on {args.count:,} drawing-pad PNGs (280x280), {os.cpu_count()} CPU cores, median of {args.repeats}:")
+    report = {"checkpoint": args.checkpoint, "images": args.count, "repeats": args.repeats, "cpus": os.cpu_count(), "results": results}
+    lines = [f"lenet-predict on {args.count:,} drawing-pad PNGs (280x280), {os.cpu_count()} CPU cores, median of {args.repeats}:"]
     for name, r in results.items():
         parts = [f"{r['seconds']:.2f} s" if "seconds" in r else "", f"{r['ms_per_image']:.2f} ms/image" if "ms_per_image" in r else ""]
         parts.append(f"{100 * r['accuracy']:.2f}% correct" if "accuracy" in r else "")
-        print(f"  {name:44} " + ", ".join(p for p in parts if p))
-    print(f"Written: {args.out}")
+        lines.append(f"  {name:44} " + ", ".join(p for p in parts if p))
+    print("\n".join(lines))
+    paths = write_results("predict_speed", report, text_block("\n".join(lines)), results_dir=args.results_dir,
+                          title="Wall time of lenet-predict", packages=["onnxruntime", "pillow"])  # fmt: skip
+    print(f"Written: {paths[0]} and {paths[1]}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 # The core figures of the README, in one go (about 10 minutes on 2 cores):
 #   default recipe, 5 epochs, the same config twice (reproducibility), time to 99%, inference speed.
 # Run from the repository root: bash benchmarks/reproduce_core.sh
+# Writes core_runs, time_to_accuracy and inference (.md and .json each) into benchmarks/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 results=benchmarks/results
@@ -21,8 +22,8 @@ print(f"{sys.argv[1]:16} test acc {m['test/acc']:.4f}  P {m['test/precision']:.4
 PY
 }
 
+printed=$(mktemp)
 {
-  echo "# $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(python -c 'import torch; print("torch", torch.__version__)')"
   run default
   run five_epochs trainer.max_epochs=5
   run fast_a experiment=fast
@@ -33,7 +34,10 @@ a, b = (json.load(open(f"outputs/benchmarks/{n}/metrics.json")) for n in ("fast_
 same = all(a[k] == b[k] for k in a if k.startswith("test/"))
 print(f"same seed and config twice: identical test metrics = {same}")
 PY
-} | tee "$results/core_runs.txt"
+} | tee "$printed"
+python benchmarks/results_file.py core_runs --body-file "$printed" --title "Core training runs" \
+  --command "bash benchmarks/reproduce_core.sh" --results-dir "$results"
+rm -f "$printed"
 
-python benchmarks/time_to_accuracy.py | tee "$results/time_to_accuracy.txt"
-python benchmarks/inference.py outputs/benchmarks/default | tee "$results/inference.txt"
+python benchmarks/time_to_accuracy.py --results-dir "$results"
+python benchmarks/inference.py outputs/benchmarks/default --results-dir "$results"

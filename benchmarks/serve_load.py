@@ -9,7 +9,8 @@ sees), then stops the server. The images are drawing-pad PNGs (`--images pad`: l
 pen set, 280x280, as the page sends them) or user-like PNGs of MNIST test digits (`--images
 mnist`). The clients are plain http.client connections with the multipart body built in advance,
 so that on a small machine the load generator takes little of the CPU the server needs. Prints
-requests/s, p50/p99 latency and the error count per setting; exits non-zero if any request failed.
+requests/s, p50/p99 latency and the error count per setting, and writes them to
+benchmarks/results/serve_load.json and .md (or --results-dir); exits non-zero if any request failed.
 Only 127.0.0.1 is ever contacted; every loop is bounded.
 """
 
@@ -31,6 +32,8 @@ from pathlib import Path
 
 import httpx
 from PIL import Image
+
+from results_file import add_results_dir_option, text_block, write_results
 
 
 def user_like_pngs(data_dir: str, count: int) -> list[tuple[bytes, int]]:
@@ -154,13 +157,15 @@ def main() -> None:
     parser.add_argument("--images", choices=("pad", "mnist"), default="pad", help="drawing-pad PNGs (default) or user-like MNIST PNGs")
     parser.add_argument("--data-dir", default=os.environ.get("LENET_DATA_DIR", "data"))
     parser.add_argument("--native", action="store_true", help="serve with `lenet-serve --native` (the C kernel)")
+    add_results_dir_option(parser)
     args = parser.parse_args()
 
     pngs = pad_pngs(200) if args.images == "pad" else user_like_pngs(args.data_dir, 200)
     size = statistics.median(len(data) for data, _ in pngs)
-    print(f"images: {len(pngs)} {'drawing-pad 280x280' if args.images == 'pad' else 'user-like MNIST'} PNGs, median {size:,.0f} bytes; "
-          f"{os.cpu_count()} CPU cores")  # fmt: skip
-    failed = False
+    lines = [f"images: {len(pngs)} {'drawing-pad 280x280' if args.images == 'pad' else 'user-like MNIST'} PNGs, median {size:,.0f} bytes; "
+             f"{os.cpu_count()} CPU cores"]  # fmt: skip
+    print(lines[-1])
+    failed, settings = False, []
     for workers in [int(n) for n in args.workers.split(",")]:
         server, url = start_server(args.checkpoint, workers, args.native)
         try:
@@ -170,14 +175,24 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
-        for name, result in ((f"{args.clients} clients", loaded), ("1 client", alone)):
-            print(
+        for clients, result in ((args.clients, loaded), (1, alone)):
+            name = f"{clients} client{'s' if clients > 1 else ''}"
+            printed = [
                 f"lenet-serve --workers {workers}{' --native' if args.native else ''}, {name:>10}: {result['rps']:5.0f} requests/s, p50 {1000 * result['p50']:6.1f} ms, "
-                f"p99 {1000 * result['p99']:6.1f} ms, {len(result['failures'])} errors, {100 * result['accuracy']:.1f}% correct"
-            )
-            for failure in result["failures"][:5]:
-                print(f"  {failure}")
+                f"p99 {1000 * result['p99']:6.1f} ms, {len(result['failures'])} errors, {100 * result['accuracy']:.1f}% correct",
+                *(f"  {failure}" for failure in result["failures"][:5]),
+            ]
+            print("\n".join(printed))
+            lines += printed
             failed = failed or bool(result["failures"])
+            settings.append({"workers": workers, "clients": clients, "native": args.native,
+                             **{k: v for k, v in result.items() if k != "failures"},
+                             "errors": len(result["failures"]), "first_errors": result["failures"][:5]})  # fmt: skip
+    report = {"checkpoint": args.checkpoint, "images": args.images, "median_png_bytes": size, "requests": args.requests,
+              "settings": settings}  # fmt: skip
+    paths = write_results("serve_load", report, text_block("\n".join(lines)), results_dir=args.results_dir,
+                          title="lenet-serve under load", packages=["fastapi", "uvicorn", "httpx"])  # fmt: skip
+    print(f"Written: {paths[0]} and {paths[1]}")
     sys.exit(1 if failed else 0)
 
 

@@ -12,7 +12,7 @@ memory every 20 ms and timing GET /healthz every 50 ms (from a process of its ow
   - 40 slow clients that send half of a 6.6 MB JSON body and stall, and 40 that send half a request head.
 It reports status codes, peak and settled memory, healthz latency (also on the idle server first, as
 the floor this machine's other load sets), and how long the slow clients were held, then stops the server. Only 127.0.0.1 is contacted; every loop is bounded in count and time.
-Writes benchmarks/results/serve_memory.json and serve_memory.md.
+Writes benchmarks/results/serve_memory.json and serve_memory.md (or --results-dir).
 """
 
 from __future__ import annotations
@@ -24,10 +24,8 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import selectors
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -38,9 +36,9 @@ import httpx
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_file import add_results_dir_option, write_results  # noqa: E402
 from serve_load import start_server  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SETTLE_S = 3.0  # after a scenario, wait this long before reading the settled memory
 
 
@@ -238,20 +236,11 @@ def scenario(name: str, pid: int, url: str, work) -> dict:
     return result
 
 
-def machine() -> dict:
-    model = next(
-        (line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-         if line.startswith("Model name")),
-        platform.processor(),
-    )
-    return {"cpu": model, "cores": os.cpu_count(), "load_average_at_start": os.getloadavg()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="run directory or .ckpt file")
     parser.add_argument("--rounds", type=int, default=2, help="worst-case uploads per client (default: 2)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "serve_memory.json")
+    add_results_dir_option(parser)
     args = parser.parse_args()
 
     images = worst_images()
@@ -264,7 +253,7 @@ def main() -> None:
     try:
         httpx.get(f"{url}/healthz", timeout=10)
         time.sleep(SETTLE_S)
-        results = {"machine": machine(), "baseline_rss_mb": round(rss_mb(server.pid), 1), "scenarios": []}
+        results = {"load_average_at_start": os.getloadavg(), "baseline_rss_mb": round(rss_mb(server.pid), 1), "scenarios": []}
         # The floor: healthz on an idle server, so that the other rows can be read against this machine's load.
         results["scenarios"].append(scenario("idle server (healthz alone, 10 s)", server.pid, url, lambda: idle(10)))
         for clients in (8, 32):
@@ -290,10 +279,9 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(results))
-    print(f"Written: {args.out} and {args.out.with_suffix('.md')}")
+    paths = write_results("serve_memory", results, markdown(results), results_dir=args.results_dir,
+                          title="lenet-serve under worst-case uploads and slow clients", packages=["fastapi", "uvicorn", "pillow"])  # fmt: skip
+    print(f"Written: {paths[0]} and {paths[1]}")
 
 
 def counts(counter: dict) -> str:
@@ -301,12 +289,8 @@ def counts(counter: dict) -> str:
 
 
 def markdown(results: dict) -> str:
-    m = results["machine"]
     lines = [
-        "# lenet-serve under worst-case uploads and slow clients",
-        "",
-        f"`python benchmarks/serve_memory.py RUN_DIR`: one worker, {m['cpu']}, {m['cores']} cores, load average "
-        f"{m['load_average_at_start'][0]:.1f} at the start. Memory is the server's resident set; healthz was "
+        f"One worker, load average {results['load_average_at_start'][0]:.1f} at the start. Memory is the server's resident set; healthz was "
         f"asked every 50 ms throughout. Idle: {results['baseline_rss_mb']:.0f} MB; at the end: {results['final_rss_mb']:.0f} MB.",
         "",
         "| scenario | answers (first try → after Retry-After) | peak RSS | settled RSS | healthz p50 / p99 / max | slowest |",

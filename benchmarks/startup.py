@@ -6,14 +6,12 @@ Times, each in a fresh process, the commands taking turns: `import torch` (the f
 lenet.serve`, `lenet-predict CKPT one.png` for one 280x280 drawing-pad PNG, and train.py's heavy
 import, `import lightning`, with the cyclic garbage collector on and off (lenet/startup.py). Also checks that neither
 `lenet.serve` nor `lenet.predict` imports Lightning, torchmetrics or Hydra.
-Writes benchmarks/results/startup.json.
+Writes benchmarks/results/startup.json and .md (or --results-dir).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,6 +20,8 @@ import time
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from results_file import add_results_dir_option, markdown_table, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("lightning", "torchmetrics", "hydra")
@@ -49,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "startup.json")
+    add_results_dir_option(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         drawing = Path(folder) / "one.png"  # a 1 as the drawing page sends it: black pen on a white pad
@@ -65,16 +65,17 @@ def main() -> None:
             "import lightning": [sys.executable, "-c", "import lightning"],
             "import lightning, collector off": [sys.executable, "-c", "import gc; gc.disable(); import lightning"],
         }, args.repeat)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.machine())
-    report = {"machine": cpu, "repeat": args.repeat, "median_wall_seconds": results,
+    report = {"repeat": args.repeat, "median_wall_seconds": results,
               "heavy_imports": {m: heavy_imports(m) for m in ("lenet.serve", "lenet.predict")}}
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
     for name, seconds in results.items():
         print(f"{name:32} {seconds:6.2f} s")
-    for module, heavy in report["heavy_imports"].items():
-        print(f"{module} imports {', '.join(heavy) if heavy else 'none of ' + ', '.join(HEAVY)}")
-    print(f"({cpu}; medians of {args.repeat}; written {args.out})")
+    imports = [f"`{module}` imports {', '.join(heavy) if heavy else 'none of ' + ', '.join(HEAVY)}."
+               for module, heavy in report["heavy_imports"].items()]  # fmt: skip
+    print("\n".join(imports))
+    table = markdown_table(["command, a fresh process", f"median of {args.repeat}, s"], [[f"`{n}`", f"{s:.2f}"] for n, s in results.items()])
+    paths = write_results("startup", report, f"{table}\n\n" + "\n".join(imports), results_dir=args.results_dir,
+                          title="Start-up cost of the commands", packages=["fastapi", "hydra-core", "torchmetrics"])  # fmt: skip
+    print(f"Written: {paths[0]} and {paths[1]}")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,11 @@
     accuracy, and fit times.
 
     python benchmarks/sweep_launchers.py                    # about 15 minutes on 2 idle cores
-    python benchmarks/sweep_launchers.py --trials 4 --repeats 1 --out /tmp/try \
+    python benchmarks/sweep_launchers.py --trials 4 --repeats 1 --results-dir /tmp/try \
         --overrides trainer.limit_train_batches=10 +trainer.limit_val_batches=2     # a smoke run
 
-Writes sweep_launchers.json, sweep_launchers.txt and sweep_study_summary.md (the study's own
-summary) into benchmarks/results/ (or --out).
+Writes sweep_launchers.json, sweep_launchers.md and sweep_study_summary.md (the study's own
+summary) into benchmarks/results/ (or --results-dir).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -34,11 +33,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lenet.sweep import collect  # noqa: E402
+from results_file import add_results_dir_option, text_block, write_results  # noqa: E402
 
 DATA_DIR = os.environ.get("LENET_DATA_DIR", str(REPO.parent / "shared" / "data"))
 QUIET = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
 GRID = ["model.optimizer.lr=0.02,0.05,0.1,0.2"]
 STUDY_BUDGET = ["trainer.limit_train_batches=0.25"]  # per trial, on top of QUIET's one epoch
+SWEEP_PACKAGES = ["hydra-core", "hydra-joblib-launcher", "hydra-optuna-sweeper", "joblib", "optuna"]  # versions recorded
 LAUNCHERS = {  # the first two are compared; the third tells the launcher apart from the thread count
     "basic (sequential)": [],
     "joblib (2 jobs x 1 thread)": ["hydra/launcher=joblib", "threads=1"],
@@ -58,16 +59,11 @@ def train(args: list[str], log: Path) -> float:
     return seconds
 
 
-def machine() -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        pass
+def torch_threads() -> int:
+    """The threads a job gets by default (the basic launcher's jobs run with them)."""
     import torch
 
-    return {"cpu": model, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    return torch.get_num_threads()
 
 
 def grid(work: Path, repeats: int) -> dict:
@@ -114,9 +110,9 @@ def study(work: Path, trials: int, out: Path) -> dict:
 
 
 def report(results: dict) -> str:
-    m, a, b = results["machine"], results["grid"], results["study"]
+    a, b = results["grid"], results["study"]
     lines = [
-        f"Sweeps on {m['cpu']} ({m['cores']} cores, torch {m['torch']}), a machine shared with other work: "
+        f"Sweeps with torch's default of {results['torch_threads']} threads a job on a machine shared with other work: "
         "timings are noisy, compare within this run only.",
         "",
         f"(a) Grid of 4 one-epoch jobs ({' '.join(GRID)}), wall time of the whole `python train.py -m` command:",
@@ -143,18 +139,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=2, help="alternated runs of each launcher for (a)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    add_results_dir_option(parser)
     parser.add_argument("--overrides", nargs="*", default=[], help="added to every train.py command")
     args = parser.parse_args()
     QUIET.extend(args.overrides)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sweep_launchers_") as tmp:
         work = Path(tmp)
-        results = {"machine": machine(), "grid": grid(work, args.repeats), "study": study(work, args.trials, args.out)}
-    (args.out / "sweep_launchers.json").write_text(json.dumps(results, indent=2) + "\n")
+        results = {"torch_threads": torch_threads(), "grid": grid(work, args.repeats), "study": study(work, args.trials, args.results_dir)}
     text = report(results)
-    (args.out / "sweep_launchers.txt").write_text(text)
     print(text)
+    paths = write_results("sweep_launchers", results, text_block(text), results_dir=args.results_dir,
+                          title="Sweeps through train.py -m", packages=SWEEP_PACKAGES)
+    print(f"Written: {paths[0]}, {paths[1]} and {args.results_dir / 'sweep_study_summary.md'}")
 
 
 if __name__ == "__main__":

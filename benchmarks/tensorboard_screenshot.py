@@ -1,9 +1,11 @@
 """Screenshot of TensorBoard's HPARAMS tab over a folder of runs, for README.
 
-    python benchmarks/tensorboard_screenshot.py LOGDIR [--out benchmarks/results/screenshots/tensorboard_hparams.png]
+    python benchmarks/tensorboard_screenshot.py LOGDIR [--results-dir benchmarks/results]
 
 Starts `tensorboard --logdir LOGDIR` on 127.0.0.1, opens the HPARAMS tab in headless Chromium
-(Debian's /usr/bin/chromium, else Playwright's own) and saves a 1800x700 screenshot.
+(Debian's /usr/bin/chromium, else Playwright's own) and saves a 1800x700 screenshot as
+screenshots/tensorboard_hparams.png in the results folder, with tensorboard_screenshot.md and .json
+saying when, from which runs and with which versions.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import sys
 import time
 from pathlib import Path
 
+from results_file import add_results_dir_option, write_results
+
+SCREENSHOT = Path("screenshots") / "tensorboard_hparams.png"  # inside the results folder
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -26,8 +32,9 @@ def free_port() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("logdir")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/screenshots/tensorboard_hparams.png"))
+    add_results_dir_option(parser)
     args = parser.parse_args()
+    screenshot = args.results_dir / SCREENSHOT
     from playwright.sync_api import sync_playwright
 
     port = free_port()
@@ -47,13 +54,18 @@ def main() -> None:
                 except Exception:
                     time.sleep(1)
             page.wait_for_timeout(8000)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(args.out))
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot))
             browser.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(f"wrote {args.out}")
+    runs = sorted(str(path.parent.relative_to(args.logdir)) for path in Path(args.logdir).rglob("events.out.tfevents.*"))
+    body = f"TensorBoard's HPARAMS tab over `{args.logdir}` ({len(runs)} event files).\n\n![HPARAMS tab]({SCREENSHOT.as_posix()})"
+    paths = write_results("tensorboard_screenshot", {"logdir": str(args.logdir), "screenshot": SCREENSHOT.as_posix(), "event_folders": runs},
+                          body, results_dir=args.results_dir, title="TensorBoard's HPARAMS tab",
+                          packages=["tensorboard", "playwright"])  # fmt: skip
+    print(f"Written: {screenshot}, {paths[0]} and {paths[1]}")
 
 
 if __name__ == "__main__":

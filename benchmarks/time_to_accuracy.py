@@ -15,22 +15,22 @@ deterministic mode behind, which would slow a bare loop run after it in the same
     python benchmarks/time_to_accuracy.py                 # 5 seeds, about 3 minutes on 2 cores
     python benchmarks/time_to_accuracy.py --seeds 1 2     # quicker
 
-Prints a table and writes benchmarks/results/time_to_accuracy.json. The accuracies are on the
-official 10,000-image MNIST test set.
+Prints a table and writes benchmarks/results/time_to_accuracy.json and .md (or --results-dir). The
+accuracies are on the official 10,000-image MNIST test set.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results_file import add_results_dir_option, text_block, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 0.99
@@ -120,7 +120,7 @@ def train_py(seed: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "time_to_accuracy.json")
+    add_results_dir_option(parser)
     parser.add_argument("--bare", help=argparse.SUPPRESS)  # worker: JSON list of overrides
     parser.add_argument("--validate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help="worker: where the bare loop runs (cpu or cuda)")
@@ -153,26 +153,21 @@ def main() -> None:
                        reached_99=f"{sum(a >= TARGET for a in accuracies)}/{len(accuracies)}", seeds=per_seed)
         results[name] = summary
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.machine())
-    import torch
-
-    report = {"machine": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}", "seeds": args.seeds,
-              "reference_epoch_seconds": reference, "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-
-    print(f"\nTime to {TARGET:.0%} test accuracy, medians of seeds {args.seeds} ({report['machine']})")
-    print(f"{'method':38} {'fit s':>6} {'x ref':>6} {'wall s':>7} {'x ref':>6} {'acc med':>8} {'acc min':>8}  >=99%")
+    report = {"seeds": args.seeds, "reference_epoch_seconds": reference, "results": results}
+    lines = [f"Time to {TARGET:.0%} test accuracy, medians of seeds {args.seeds}",
+             f"{'method':38} {'fit s':>6} {'x ref':>6} {'wall s':>7} {'x ref':>6} {'acc med':>8} {'acc min':>8}  >=99%"]  # fmt: skip
     for name, r in results.items():
         wall = f"{r['wall_seconds']:7.2f} {r['wall_over_reference']:6.2f}" if "wall_seconds" in r else f"{'':7} {'':6}"
-        print(f"{name:38} {r['fit_seconds']:6.2f} {r['fit_over_reference']:6.2f} {wall} "
-              f"{r['test_acc_median']:8.4f} {r['test_acc_min']:8.4f}  {r['reached_99']}")
+        lines.append(f"{name:38} {r['fit_seconds']:6.2f} {r['fit_over_reference']:6.2f} {wall} "
+                     f"{r['test_acc_median']:8.4f} {r['test_acc_min']:8.4f}  {r['reached_99']}")  # fmt: skip
     fast = results["experiment=fast, python train.py"]
-    print("train.py wall split (medians): " + ", ".join(
+    lines.append("train.py wall split (medians): " + ", ".join(
         f"{k.removesuffix('_seconds').replace('_', ' ')} {fast[k]:.2f} s"
         for k in ("startup_seconds", "fit_seconds", "test_seconds", "report_and_exit_seconds")))
-    print(f"Written: {args.out}")
+    print("\n" + "\n".join(lines))
+    paths = write_results("time_to_accuracy", report, text_block("\n".join(lines)), results_dir=args.results_dir,
+                          title="Time to 99% test accuracy")  # fmt: skip
+    print(f"Written: {paths[0]} and {paths[1]}")
 
 
 if __name__ == "__main__":

@@ -4,21 +4,20 @@
 
 Prints the wall time of each code cell and of the whole execution (kernel start included), and the
 CPU time the kernel used: on a busy machine wall time grows, CPU time barely does. Writes
-benchmarks/results/tutorial_notebook.json. The run goes to a temporary folder.
+benchmarks/results/tutorial_notebook.json and .md (or --results-dir). The run goes to a temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import resource
-import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+
+from results_file import add_results_dir_option, markdown_table, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "lenet5_tutorial.ipynb"
@@ -39,6 +38,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--save", type=Path, help="also write the executed notebook, outputs included, here")
+    add_results_dir_option(parser)
     args = parser.parse_args()
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
@@ -59,24 +59,16 @@ def main() -> None:
     ]
     for row in cells:
         print(f"{row['seconds']:8.1f} s  {row['cell']}  {row['first_line']}")
-    result = {
-        "wall_seconds": round(wall, 1),
-        "kernel_cpu_seconds": round(children.ru_utime + children.ru_stime, 1),
-        "cpu_count": os.cpu_count(),
-        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-        "python": sys.version.split()[0],
-        "machine": platform.platform(),
-        "cells": cells,
-    }
-    print(
-        f"whole notebook: {result['wall_seconds']} s wall, {result['kernel_cpu_seconds']} s CPU in the kernel "
-        f"({result['cpu_count']} cores, load average {result['load_average_1min_at_end']})"
-    )
+    result = {"wall_seconds": round(wall, 1), "kernel_cpu_seconds": round(children.ru_utime + children.ru_stime, 1), "cells": cells}
+    summary = (f"Whole notebook: {result['wall_seconds']} s wall, {result['kernel_cpu_seconds']} s CPU in the kernel "
+               f"({os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the end).")  # fmt: skip
+    print(summary)
     if args.save:
         nbformat.write(notebook, args.save)
-    out = REPO / "benchmarks" / "results" / "tutorial_notebook.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown_table(["seconds", "cell", "first line"], [[f"{r['seconds']:.1f}", r["cell"], f"`{r['first_line']}`"] for r in cells])
+    paths = write_results("tutorial_notebook", result, f"{summary}\n\n{table}", results_dir=args.results_dir,
+                          title=f"Run time of {NOTEBOOK.relative_to(REPO)}", packages=["nbclient", "nbformat", "ipykernel"])  # fmt: skip
+    print(f"Written: {paths[0]} and {paths[1]}")
 
 
 if __name__ == "__main__":

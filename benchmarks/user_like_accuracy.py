@@ -6,7 +6,8 @@ Each official test image becomes a "user-like" file: dark ink on light, unevenly
 the digit enlarged 2-5x and placed off-centre in a canvas several times its size, saved as PNG,
 JPEG, WebP or BMP bytes. The bytes go through `lenet.preprocess.prepare_image`, the same path as
 `lenet-predict` and `lenet-serve`, and the predictions are scored with `lenet.metrics`. The target:
-within 0.5 points of the plain accuracy on the unmodified 28x28 images.
+within 0.5 points of the plain accuracy on the unmodified 28x28 images. Writes
+benchmarks/results/user_like_accuracy.json and .md (or --results-dir).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from lenet.evaluation import default_data_dir, test_split
 from lenet.inference import load_model
 from lenet.metrics import evaluate_predictions
 from lenet.preprocess import prepare_image
+from results_file import add_results_dir_option, text_block, write_results
 
 FORMATS = [("PNG", {}), ("JPEG", {"quality": 90}), ("WEBP", {"quality": 90}), ("BMP", {})]
 
@@ -54,6 +56,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=default_data_dir())
     parser.add_argument("--limit", type=int, default=10_000, help="first N test images (default: all 10,000)")
     parser.add_argument("--seed", type=int, default=0)
+    add_results_dir_option(parser)
     args = parser.parse_args()
 
     torch.set_grad_enabled(False)
@@ -71,16 +74,24 @@ def main() -> None:
     seconds = time.perf_counter() - started
     user_like = evaluate_predictions(model.predict_probs(torch.stack(prepared)), labels)["test/acc"]
 
-    print(f"checkpoint:              {model.checkpoint_path}")
-    print(f"test images:             {len(labels):,} (official MNIST test set)")
-    print(f"plain test accuracy:     {100 * plain:.2f}%")
-    print(f"user-like test accuracy: {100 * user_like:.2f}%  ({', '.join(f for f, _ in FORMATS)} files)")
-    print(f"difference:              {100 * (user_like - plain):+.2f} points (target: within 0.5)")
-    print(f"preprocessing:           {1000 * seconds / len(labels):.1f} ms per image (encode + decode + prepare)")
+    lines = [
+        f"checkpoint:              {model.checkpoint_path}",
+        f"test images:             {len(labels):,} (official MNIST test set)",
+        f"plain test accuracy:     {100 * plain:.2f}%",
+        f"user-like test accuracy: {100 * user_like:.2f}%  ({', '.join(f for f, _ in FORMATS)} files)",
+        f"difference:              {100 * (user_like - plain):+.2f} points (target: within 0.5)",
+        f"preprocessing:           {1000 * seconds / len(labels):.1f} ms per image (encode + decode + prepare)",
+    ]
+    print("\n".join(lines))
     example = Path("artifacts") / "user_like_example.png"
     example.parent.mkdir(exist_ok=True)
     example.write_bytes(user_like_bytes(images[0, 0].numpy(), np.random.default_rng(args.seed), "PNG", {}))
     print(f"example input:           {example}")
+    result = {"checkpoint": str(model.checkpoint_path), "images": len(labels), "seed": args.seed, "plain_test_acc": plain,
+              "user_like_test_acc": user_like, "ms_per_image": 1000 * seconds / len(labels)}  # fmt: skip
+    paths = write_results("user_like_accuracy", result, text_block("\n".join(lines)), results_dir=args.results_dir,
+                          title="Accuracy on user-like images", packages=["pillow"])  # fmt: skip
+    print(f"Written: {paths[0]} and {paths[1]}")
 
 
 if __name__ == "__main__":
