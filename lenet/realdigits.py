@@ -4,9 +4,12 @@ MNIST test accuracy (99.2-99.5%) overstates what users of the drawing page, `len
 API meet (issue 10): other writers, pens, scanners and cameras. Each set below imitates one way
 real digits differ, made deterministically (seeded, one random stream per image) from data on this
 machine; all but USPS derive from the MNIST *test* set (2,000 digits a set, balanced over the
-classes), so a set's accuracy can be held against the same model's MNIST test accuracy:
+classes), so a set's accuracy can be held against the same model's MNIST test accuracy; usps and
+unipen_test are other people's handwriting:
 
     usps         the 2,007 USPS test digits (other writers, envelopes), scanned: upscaled, margin, dark on light, noise
+    unipen_test  UNIPEN's held-out writers (lenet.unipen: never trained on, never used to choose a recipe),
+                 their pen trajectories drawn as the drawing page draws (the pen set's pad, pen and sizes)
     pen          MNIST test digits skeletonised and redrawn as on the drawing page: 280x280 white pad,
                  black round pen 14-30 px, digit 110-230 px high, anywhere on the pad (the thickest fill small loops)
     binary_scan  MNIST test digits binarised at 16x16 after stretching to fill the box (a 1 becomes wide),
@@ -31,7 +34,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
 import zlib
@@ -44,7 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 from torch import Tensor
 
@@ -53,8 +55,13 @@ from lenet.cache import cache_folder
 from lenet.evaluation import Evaluation, default_data_dir, score
 from lenet.inference import UNSURE_BELOW
 from lenet.preprocess import ImageError, prepare_image
+import lenet.render
+import lenet.unipen
+from lenet.render import blocky_scan, draw_with_pen, photograph, polyline_segments, stroke_segments
+from lenet.unipen import PenDigit, UnipenError
+from lenet.unipen_images import split_digits
 
-SET_NAMES = ("usps", "pen", "binary_scan", "styles", "photo_font")
+SET_NAMES = ("usps", "unipen_test", "pen", "binary_scan", "styles", "photo_font")
 REFERENCE = "mnist"  # the official MNIST test set, unmodified: the figure each set is held against
 REFUSED = 10  # the answer index of "no digit found" in a SetScore's probabilities (after digits 0-9)
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts")
@@ -87,6 +94,21 @@ def mnist_test(data_dir: str) -> tuple[np.ndarray, np.ndarray]:
 
     images, labels = test_split("mnist", data_dir)
     return images[:, 0].numpy(), labels.numpy()
+
+
+def unipen_test(data_dir: str) -> list[PenDigit]:
+    """The digits of UNIPEN's held-out test writers, in reading order."""
+    try:
+        return split_digits(data_dir)["test"]
+    except UnipenError as error:
+        raise SetUnavailable(f"the unipen_test set needs UNIPEN: {error}") from error
+
+
+def set_groups(name: str, data_dir: str | Path | None = None) -> list[str] | None:
+    """Per image, the group a set's accuracy is also reported by (unipen_test: the contributing institution)."""
+    if name != "unipen_test":
+        return None
+    return [digit.contributor for digit in unipen_test(str(data_dir or default_data_dir()))]
 
 
 @lru_cache(maxsize=2)
@@ -186,39 +208,6 @@ def skeleton_segments(centre: np.ndarray, smooth: float = 3.0) -> np.ndarray:
     return smoothed[np.concatenate(pairs)]
 
 
-def polyline_segments(points: np.ndarray) -> np.ndarray:
-    """(P, 2) points -> (P-1, 2, 2) segments joining consecutive points."""
-    return np.stack([points[:-1], points[1:]], axis=1)
-
-
-def draw_with_pen(segments: np.ndarray, rng: np.random.Generator, params: Mapping[str, Any]) -> np.ndarray:
-    """Centre-line segments -> uint8 (pad, pad) white pad with the digit in a black round pen, as the drawing page draws.
-
-    The digit is scaled to a random height and pen width from params["height"] and params["pen"]
-    (narrower if it would not fit the pad's width) and placed at a random spot where it fits.
-    """
-    pad, (low_h, high_h), (low_w, high_w) = params["pad"], params["height"], params["pen"]
-    pen, height = rng.uniform(low_w, high_w), rng.uniform(low_h, high_h)
-    points = segments.reshape(-1, 2)
-    low, high = points.min(axis=0), points.max(axis=0)
-    extent = np.maximum(high - low, 1.0)
-    room = pad - pen - 2  # the pen's round ends stay on the pad
-    scale = min(height / extent[0], room / extent[1])
-    size = extent * scale
-    corner = pen / 2 + 1 + rng.uniform(0, 1, 2) * (room - size)
-    placed = (segments - low) * scale + corner  # (K, 2, 2) in pad pixels
-    # Sample each segment densely enough that no pixel of the centre line is skipped.
-    steps = int(np.ceil(np.abs(placed[:, 1] - placed[:, 0]).max(initial=0))) + 2
-    t = np.linspace(0, 1, steps)[None, :, None]
-    samples = np.rint(placed[:, :1] + t * (placed[:, 1:] - placed[:, :1])).astype(int).reshape(-1, 2)
-    samples = np.clip(samples, 0, pad - 1)
-    centre = np.zeros((pad, pad), bool)
-    centre[samples[:, 0], samples[:, 1]] = True
-    distance = ndimage.distance_transform_edt(~centre)
-    ink = np.clip(pen / 2 + 0.5 - distance, 0, 1)  # anti-aliased edge, as a canvas draws
-    return np.rint(255 * (1 - ink)).astype(np.uint8)
-
-
 # ----------------------------------------------------------------------------- one image of each set
 
 
@@ -246,12 +235,7 @@ def binary_scan_image(digit: np.ndarray, rng: np.random.Generator, params: Mappi
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     box = params["box"]
     cells = np.asarray(Image.fromarray(crop).resize((box, box), Image.Resampling.BILINEAR)) > 0.5
-    factor = int(rng.integers(params["scale"][0], params["scale"][1] + 1))
-    image = np.kron(cells, np.ones((factor, factor), bool))  # nearest-neighbour: the scan's cells stay square
-    side = box * factor
-    top, bottom, left, right = (round(side * rng.uniform(*params["margin"])) for _ in range(4))
-    image = np.pad(image, ((top, bottom), (left, right)))
-    return np.where(image, 0, 255).astype(np.uint8)
+    return blocky_scan(cells, rng, params)
 
 
 def _bezier(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, steps: int = 24) -> np.ndarray:
@@ -319,26 +303,7 @@ def photo_font_image(label: int, font: Path, rng: np.random.Generator, params: M
     alpha = np.zeros((height, width), np.float32)
     alpha[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
 
-    paper_grey = rng.uniform(*params["paper"])
-    paper = np.array([paper_grey, paper_grey - rng.uniform(0, 8), paper_grey - rng.uniform(5, 20)], np.float32)
-    pen = np.array([rng.uniform(10, 60)] * 3, np.float32)
-    if rng.uniform() < 0.4:  # a blue ballpoint rather than black ink
-        pen = np.array([rng.uniform(20, 50), rng.uniform(30, 60), rng.uniform(100, 150)], np.float32)
-    image = paper * (1 - alpha[..., None]) + pen * alpha[..., None]
-    # Paper texture (soft blotches and grain) and light falling off across the page and to its corners.
-    blotches = ndimage.gaussian_filter(rng.normal(size=(height, width)), extent / 15)
-    image += (blotches / max(blotches.std(), 1e-6) * rng.uniform(*params["texture"]))[..., None]
-    rows, cols = np.mgrid[0:height, 0:width]
-    angle = rng.uniform(0, 2 * np.pi)
-    along = np.cos(angle) * (cols / width - 0.5) + np.sin(angle) * (rows / height - 0.5)  # -0.7..0.7
-    radius = np.hypot(cols / width - 0.5, rows / height - 0.5) / np.sqrt(0.5)  # 0 centre .. 1 corner
-    light = 1 - rng.uniform(*params["gradient"]) * (along + 0.71) / 1.42 - rng.uniform(*params["vignette"]) * radius**2
-    image = image * light[..., None] + rng.normal(0, rng.uniform(*params["noise"]), (height, width, 1))
-    photo = Image.fromarray(np.clip(np.rint(image), 0, 255).astype(np.uint8), "RGB")
-    photo = photo.filter(ImageFilter.GaussianBlur(rng.uniform(*params["blur"]) * size / 100))
-    buffer = io.BytesIO()
-    photo.save(buffer, format="JPEG", quality=int(rng.integers(*params["jpeg_quality"])))
-    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    return photograph(alpha, rng, params, scale=size)
 
 
 # ----------------------------------------------------------------------------- the sets
@@ -346,6 +311,7 @@ def photo_font_image(label: int, font: Path, rng: np.random.Generator, params: M
 # Each set's generator parameters (ranges are drawn uniformly per image). They are part of the cache key.
 SET_PARAMS: dict[str, dict[str, Any]] = {
     "usps": {"scale": (3, 8), "margin": (0.1, 0.5), "paper": (195, 245), "ink": (10, 80), "noise": (2, 6)},
+    "unipen_test": {"pad": 280, "pen": (14, 30), "height": (110, 230)},
     "pen": {"count": 2000, "pad": 280, "pen": (14, 30), "height": (110, 230)},
     "binary_scan": {"count": 2000, "box": 16, "scale": (4, 10), "margin": (0.1, 0.35)},
     "styles": {"count": 1500, "pad": 280, "pen": (14, 30), "height": (110, 230)},
@@ -392,6 +358,8 @@ def unavailable(name: str, data_dir: str | Path | None = None) -> str | None:
     try:
         if name == "usps":
             usps_test(str(data_dir or default_data_dir()))
+        elif name == "unipen_test":
+            unipen_test(str(data_dir or default_data_dir()))
         elif name == "photo_font":
             _fonts(SET_PARAMS[name])
     except SetUnavailable as error:
@@ -400,9 +368,11 @@ def unavailable(name: str, data_dir: str | Path | None = None) -> str | None:
 
 
 def set_size(name: str, data_dir: str | Path | None = None, **overrides: Any) -> int:
-    """How many images the whole set has: all of USPS's test digits, else the `count` parameter."""
+    """How many images the whole set has: all of USPS's test digits or UNIPEN's test writers' digits, else the `count` parameter."""
     if name == "usps":
         return len(usps_test(str(data_dir or default_data_dir()))[1])
+    if name == "unipen_test":
+        return len(unipen_test(str(data_dir or default_data_dir())))
     return int(set_params(name, **overrides)["count"])
 
 
@@ -416,6 +386,10 @@ def make_set(name: str, limit: int | None = None, seed: int = 0, data_dir: str |
         values, labels = usps_test(data_dir)
         labels = labels[:count]
         images = [usps_image(values[i], _rng(seed, name, IMAGE, i), params) for i in range(count)]
+    elif name == "unipen_test":
+        digits = unipen_test(data_dir)[:count]
+        labels = np.array([d.label for d in digits], np.int64)
+        images = [draw_with_pen(stroke_segments(d.strokes), _rng(seed, name, IMAGE, i), params) for i, d in enumerate(digits)]
     elif name in ("pen", "binary_scan"):
         digits, labels = balanced_mnist(name, range(10), count, seed, data_dir)
         draw = pen_image if name == "pen" else binary_scan_image
@@ -469,9 +443,11 @@ def prepare(digit_set: DigitSet) -> PreparedSet:
 
 
 def _source_digest(name: str, params: Mapping[str, Any], data_dir: str) -> str:
-    """What the set is made from: the USPS file, MNIST's test arrays, or the font files."""
+    """What the set is made from: the USPS file, UNIPEN's test writers, MNIST's test arrays, or the font files."""
     if name == "usps":
         return _digest((Path(data_dir) / "USPS" / "zip.test.gz").read_bytes())
+    if name == "unipen_test":
+        return _digest(*(part for d in unipen_test(data_dir) for part in (d.writer, str(d.label), *(s.tobytes() for s in d.strokes))))
     if name == "photo_font":
         return _digest(*(part for path in _fonts(params) for part in (path.name, path.read_bytes())))
     images, labels = mnist_test(data_dir)
@@ -485,7 +461,7 @@ def cache_key(name: str, seed: int = 0, data_dir: str | Path | None = None, **ov
 
     params = set_params(name, **overrides)
     data_dir = str(data_dir or default_data_dir())
-    code = [Path(lenet.preprocess.__file__).read_bytes(), Path(__file__).read_bytes()]
+    code = [Path(module.__file__).read_bytes() for module in (lenet.preprocess, lenet.render, lenet.unipen)] + [Path(__file__).read_bytes()]
     libraries = [f"{package}=={version(package)}" for package in ("pillow", "scipy", "scikit-image", "numpy")]
     described = json.dumps({"name": name, "seed": seed, "params": params, "libraries": libraries}, sort_keys=True, default=list)
     return _digest(described, _source_digest(name, params, data_dir), *code)[:20]

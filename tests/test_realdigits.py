@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import lenet.preprocess
-from lenet import realdigits
+from lenet import realdigits, render
 from lenet.inference import load_ensemble, load_model
 
 from helpers import REPO, data_dir
@@ -86,9 +86,9 @@ def test_style_strokes_add_ink_where_the_style_puts_it():
             assert abs(stroke[-1, 0] - stroke[0, 0]) < 0.1 * (bottom - top) and stroke[:, 0].min() > top + 0.4 * (bottom - top)
         else:  # the 9's tail goes on from its lowest end and curls left
             assert stroke[0, 0] == bottom and stroke[-1, 1] < stroke[0, 1]
-        plain = realdigits.draw_with_pen(realdigits.skeleton_segments(centre), np.random.default_rng(1), realdigits.SET_PARAMS["styles"])
-        segments = np.concatenate([realdigits.skeleton_segments(centre), realdigits.polyline_segments(stroke)])
-        styled = realdigits.draw_with_pen(segments, np.random.default_rng(1), realdigits.SET_PARAMS["styles"])
+        plain = render.draw_with_pen(realdigits.skeleton_segments(centre), np.random.default_rng(1), realdigits.SET_PARAMS["styles"])
+        segments = np.concatenate([realdigits.skeleton_segments(centre), render.polyline_segments(stroke)])
+        styled = render.draw_with_pen(segments, np.random.default_rng(1), realdigits.SET_PARAMS["styles"])
         assert (styled < 128).sum() > (plain < 128).sum()
 
 
