@@ -6,12 +6,18 @@ official training set into a seeded train/validation split, keeps the official 1
 set apart, and serves batches by indexing one tensor instead of collating single samples. Batches
 leave the loader as uint8 and become normalised floats on the training device, where augmentation
 also happens.
+
+More writers: `data.sources=[mnist,unipen]` adds UNIPEN's training writers (lenet.unipen_images:
+each pen digit drawn `renders` times in the styles people's digits reach the product in, and
+prepared as served images are). Each epoch shows every MNIST digit once and each UNIPEN digit
+`weights.unipen` times, a different drawing each time; UNIPEN's validation writers are a second
+validation set (`val_unipen/acc`). The test set stays MNIST's official one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,9 @@ from lenet.datafiles import SPLITS, DataError, download, files_present, load_spl
 from lenet.datasets import DATASETS, normalize
 from lenet.registry import build
 
+SOURCES = ("mnist", "unipen")  # what training can draw from; MNIST (its train split) always comes first
+UNIPEN_DEFAULTS = {"renders": 4, "styles": {"page": 1.0}, "seed": 0}
+
 # ----------------------------------------------------------------------------- batches by index
 
 
@@ -34,6 +43,7 @@ class BatchIndices:
     Each of `world_size` processes takes every world_size-th position of the epoch's order, so
     shards never overlap. For training, shards are cut to equal length so every process runs the
     same number of steps (DDP needs that); for evaluation every sample is kept exactly once.
+    `pool(epoch)`, when given, names the samples of each epoch (`size` of them) instead of 0..size-1.
     """
 
     def __init__(
@@ -46,12 +56,14 @@ class BatchIndices:
         world_size: int = 1,
         drop_last: bool = False,
         device: torch.device | str = "cpu",
+        pool: Callable[[int], Tensor] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.device = torch.device(device)
+        self.pool = pool
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -73,6 +85,8 @@ class BatchIndices:
             order = torch.randperm(self.size, generator=generator)
         else:
             order = torch.arange(self.size)
+        if self.pool is not None:
+            order = self.pool(self.epoch)[order]
         shard = order[self.rank :: self.world_size][: self._shard_size()].to(self.device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             yield shard[start : start + self.batch_size]
@@ -120,10 +134,14 @@ class MNISTDataModule(L.LightningDataModule):
         shuffle_seed: int = 0,
         download: bool = True,
         augment: Mapping[str, Any] | None = None,
+        sources: Sequence[str] = ("mnist",),
+        weights: Mapping[str, float] | None = None,
+        unipen: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"data.dataset={dataset!r} is unknown; choose one of {sorted(DATASETS)}")
+        sources, weights, unipen = _check_sources(dataset, sources, weights, unipen)
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("val_size", val_size)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"data.{name}={value!r} must be a whole number, e.g. data.{name}=128")
@@ -134,7 +152,7 @@ class MNISTDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{name}={value} must be a positive integer")
         # Plain dicts and lists only: checkpoints store this and are read back with weights_only=True.
         augment = to_plain(augment)
-        self.save_hyperparameters()
+        self.save_hyperparameters()  # the values as checked above: sources, weights and unipen filled in
         self.mean, self.std = DATASETS[dataset]["mean"], DATASETS[dataset]["std"]
         self.augment = _build_augment(augment)
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
@@ -159,6 +177,45 @@ class MNISTDataModule(L.LightningDataModule):
         self.splits["train"] = (images[train_index], labels[train_index])
         self.splits["val"] = (images[val_index], labels[val_index])
         self.splits["test"] = load_split(self.hparams.data_dir, self.hparams.dataset, "test")
+        if "unipen" in self.hparams.sources:
+            self._add_unipen()
+
+    @property
+    def val_sources(self) -> list[str]:
+        """The names of the validation sets, in the order of val_dataloader's loaders."""
+        return list(self.hparams.sources)
+
+    def _add_unipen(self) -> None:
+        """UNIPEN's training writers' renders after MNIST's training digits, its validation writers as a second val set."""
+        from lenet.unipen_images import PAGE, load_renders  # reads and draws only when asked for
+
+        settings, data_dir = self.hparams.unipen, self.hparams.data_dir
+        log = lambda message: print(f"data: {message}", flush=True)  # noqa: E731 - the first run draws for minutes
+        train = load_renders(data_dir, "train", settings["renders"], settings["styles"], settings["seed"], log=log)
+        val = load_renders(data_dir, "val", 1, PAGE, settings["seed"], log=log)
+        mnist_images, mnist_labels = self.splits["train"]
+        renders = train.images.shape[1]
+        self.splits["train"] = (
+            torch.cat([mnist_images, train.images.flatten(0, 1)]),  # UNIPEN digit d's renders at rows d*R .. d*R+R-1
+            torch.cat([mnist_labels, train.labels.repeat_interleave(renders)]),
+        )
+        self.splits["val_unipen"] = (val.images[:, 0], val.labels)
+        self._unipen_rows = (len(mnist_labels), len(train.labels), renders)
+
+    def epoch_pool(self, epoch: int) -> Tensor:
+        """The training rows of one epoch: every MNIST digit, and each UNIPEN digit weights.unipen times (a
+        different render each time, so R renders last R / weight epochs before one repeats)."""
+        mnist_count, count, renders = self._unipen_rows
+        weight = self.hparams.weights["unipen"]
+        repeats = math.ceil(weight)
+        digits = torch.arange(count)
+        draws = [mnist_count + digits * renders + (epoch * repeats + j + digits) % renders for j in range(repeats)]
+        unipen = torch.cat(draws)
+        wanted = round(weight * count)
+        if wanted < len(unipen):  # a fractional weight: a seeded subset of the last round
+            keep = torch.randperm(len(unipen) - (repeats - 1) * count, generator=torch.Generator().manual_seed(self.hparams.shuffle_seed + epoch))
+            unipen = torch.cat([unipen[: (repeats - 1) * count], unipen[(repeats - 1) * count :][keep[: wanted - (repeats - 1) * count]]])
+        return torch.cat([torch.arange(mnist_count), unipen])
 
     def _batches(self, split: str, training: bool) -> InMemoryBatches:
         self.setup()
@@ -166,8 +223,9 @@ class MNISTDataModule(L.LightningDataModule):
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        pool = self.epoch_pool if training and "unipen" in self.hparams.sources else None
         sampler = BatchIndices(
-            len(labels),
+            len(pool(0)) if pool else len(labels),
             self.hparams.batch_size if training else self.hparams.eval_batch_size,
             shuffle=training,
             seed=self.hparams.shuffle_seed,
@@ -175,6 +233,7 @@ class MNISTDataModule(L.LightningDataModule):
             world_size=world,
             drop_last=False,
             device=device,
+            pool=pool,
         )
         # The whole split moves to the device once (47 MB for MNIST), so batches never cross the bus.
         return InMemoryBatches(images.to(device), labels.to(device), sampler)
@@ -182,8 +241,10 @@ class MNISTDataModule(L.LightningDataModule):
     def train_dataloader(self) -> InMemoryBatches:
         return self._batches("train", training=True)
 
-    def val_dataloader(self) -> InMemoryBatches:
-        return self._batches("val", training=False)
+    def val_dataloader(self) -> InMemoryBatches | list[InMemoryBatches]:
+        if self.hparams.sources == ["mnist"]:
+            return self._batches("val", training=False)
+        return [self._batches("val" if name == "mnist" else f"val_{name}", training=False) for name in self.hparams.sources]
 
     def test_dataloader(self) -> InMemoryBatches:
         return self._batches("test", training=False)
@@ -196,6 +257,40 @@ class MNISTDataModule(L.LightningDataModule):
         if self.augment is not None and self.trainer is not None and self.trainer.training:
             images = apply(self.augment, images.float() / 255, labels)  # augmentations work on 0..1 floats
         return normalize(images, self.mean, self.std), labels
+
+
+def _check_sources(
+    dataset: str, sources: Sequence[str], weights: Mapping[str, float] | None, unipen: Mapping[str, Any] | None
+) -> tuple[list[str], dict[str, float], dict[str, Any]]:
+    """data.sources, data.weights and data.unipen checked, defaults filled in, as plain values."""
+    sources = [sources] if isinstance(sources, str) else list(to_plain(sources) or [])
+    unknown = [name for name in sources if name not in SOURCES]
+    if unknown or not sources or sources[0] != "mnist" or len(set(sources)) != len(sources):
+        raise ValueError(
+            f"data.sources={sources!r} must list each source once, mnist first, from {list(SOURCES)}: "
+            "e.g. data.sources=[mnist,unipen]"
+        )
+    if dataset != "mnist" and len(sources) > 1:
+        raise ValueError(f"data.sources={sources} adds handwritten digits, which fit data.dataset=mnist only, not {dataset}")
+    weights = {name: 1.0 for name in SOURCES} | dict(to_plain(weights) or {})
+    for name, weight in weights.items():
+        if name not in SOURCES:
+            raise ValueError(f"data.weights names {name!r}, which is not a source; the sources are {list(SOURCES)}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+            raise ValueError(f"data.weights.{name}={weight!r} must be a positive number (times the source's size per epoch), e.g. 2")
+    if weights["mnist"] != 1:
+        raise ValueError("data.weights.mnist must be 1: an epoch is one pass over MNIST's training digits; weigh the other sources")
+    unipen = {**UNIPEN_DEFAULTS, **(to_plain(unipen) or {})}
+    extra = sorted(set(unipen) - set(UNIPEN_DEFAULTS))
+    if extra:
+        raise ValueError(f"data.unipen has no setting(s) {extra}; it has {sorted(UNIPEN_DEFAULTS)}")
+    if "unipen" in sources:
+        from lenet.unipen_images import check_styles
+
+        if isinstance(unipen["renders"], bool) or not isinstance(unipen["renders"], int) or unipen["renders"] < 1:
+            raise ValueError(f"data.unipen.renders={unipen['renders']!r} must be a positive whole number, e.g. 4")
+        unipen["styles"] = check_styles(unipen["styles"] or {})
+    return sources, weights, unipen
 
 
 def _build_augment(spec: Mapping[str, Any] | None):

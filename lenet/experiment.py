@@ -178,7 +178,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on the official test set, rebuilt from its own hyperparameters."""
     loaded = load_model(cfg.ckpt_path)
     # Data as the model was trained on it, read from this machine's data directory.
-    data_hparams = {**loaded.data_hparams, "data_dir": cfg.data.data_dir, "download": cfg.data.download}
+    # The test set is MNIST's whatever else trained the model: other sources are not read.
+    data_hparams = {key: value for key, value in loaded.data_hparams.items() if key not in ("sources", "weights")}
+    data_hparams = {**data_hparams, "data_dir": cfg.data.data_dir, "download": cfg.data.download}
     datamodule = MNISTDataModule(**data_hparams)
     datamodule.setup("test")
     run_dir = Path(cfg.run_dir)

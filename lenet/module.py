@@ -74,6 +74,7 @@ class Classifier(L.LightningModule):
         self.distillation = load_teachers(self.hparams.distill)
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
+        self.source_val_metrics = nn.ModuleDict()  # filled in setup() when the data has more validation sets
         self.test_metrics = classification_metrics(num_classes, "test/")
         # trainer.test's probabilities in test-set order (N, C) and labels (N,): the run's report reads them.
         self.test_outputs: tuple[Tensor, Tensor] | None = None
@@ -145,14 +146,29 @@ class Classifier(L.LightningModule):
             self.train_metrics.reset()
             self._train_predictions, self._train_targets = [], []
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def setup(self, stage: str) -> None:
+        # More validation sets than MNIST's (data.sources=[mnist,unipen]): one metrics object each,
+        # logged as val_<source>/acc. Metric states are not saved, so checkpoints do not change.
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = list(getattr(datamodule, "val_sources", ["mnist"]))[1:]
+        self.source_val_metrics = nn.ModuleDict({name: classification_metrics(self.hparams.num_classes, f"val_{name}/") for name in names})
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         loss, logits, y = self.model_step(batch)
-        self.val_metrics.update(logits, y)
-        self.log("val/loss", loss, on_epoch=True, batch_size=len(y), sync_dist=True)
+        if dataloader_idx == 0:  # MNIST's validation split: val/acc picks the best checkpoint
+            metrics, prefix = self.val_metrics, "val/"
+        else:
+            name = list(self.source_val_metrics)[dataloader_idx - 1]
+            metrics, prefix = self.source_val_metrics[name], f"val_{name}/"
+        metrics.update(logits, y)
+        self.log(f"{prefix}loss", loss, on_epoch=True, batch_size=len(y), sync_dist=True, add_dataloader_idx=False)
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.val_metrics.compute(), prog_bar=True)
         self.val_metrics.reset()
+        for metrics in self.source_val_metrics.values():
+            self.log_dict(metrics.compute(), prog_bar=True)
+            metrics.reset()
 
     def on_test_epoch_start(self) -> None:
         self._test_batches = []
