@@ -140,6 +140,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best = checkpointing.best_model_path or checkpointing.last_model_path
     # The whole run's history, copied before trainer.test restores best.ckpt's (shorter) one into History.
     history = list(next((cb.epochs for cb in trainer.callbacks if isinstance(cb, History)), []))
+    # The last validation of the other sources (data.sources=[mnist,unipen]): val_unipen/acc, ...
+    source_val = {key: round(float(value), 4) for key, value in trainer.callback_metrics.items() if key.startswith("val_")}
     started = time.perf_counter()
     trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
     test_seconds = time.perf_counter() - started
@@ -156,6 +158,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": str(Path(best).resolve()),
         "best_val_acc": float(checkpointing.best_model_score) if checkpointing.best_model_score is not None else None,
         "world_size": trainer.world_size,
+        **source_val,
     }
     logger = trainer.logger
     tensorboard = logger.experiment if logger else None
@@ -234,6 +237,7 @@ def recipe(model_hparams: Mapping[str, Any], data_hparams: Mapping[str, Any], **
         "scheduler": _class_name(scheduler) or "none",
         "batch_size": data_hparams.get("batch_size"),
         "augmentation": _augmentation_name(data_hparams.get("augment")),
+        "training_data": _sources_name(data_hparams),
         "label_smoothing": model_hparams.get("label_smoothing", 0.0),
         "distillation": (
             f"{len(distill['teachers'])} teacher{'s' * (len(distill['teachers']) > 1)}, weight {distill['weight']}, T {distill['temperature']}"
@@ -242,6 +246,17 @@ def recipe(model_hparams: Mapping[str, Any], data_hparams: Mapping[str, Any], **
         **extra,
     }
     return {key: value for key, value in settings.items() if value is not None}
+
+
+def _sources_name(data_hparams: Mapping[str, Any]) -> str | None:
+    """`mnist + unipen x2 (4 renders: page 0.5, scan 0.5)`; None for MNIST alone (the default says nothing)."""
+    sources = data_hparams.get("sources") or ["mnist"]
+    if list(sources) == ["mnist"]:
+        return None
+    weights, unipen = data_hparams.get("weights") or {}, data_hparams.get("unipen") or {}
+    styles = ", ".join(f"{name} {share:g}" for name, share in (unipen.get("styles") or {}).items())
+    parts = [f"{name} x{weights.get(name, 1):g}" if name != "mnist" else name for name in sources]
+    return " + ".join(parts) + (f" ({unipen.get('renders')} renders: {styles})" if "unipen" in sources else "")
 
 
 def _class_name(spec: Mapping[str, Any] | None) -> str:
