@@ -17,6 +17,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key and the fix."""
+
 # ${pid:} in run and sweep folder names (conf/hydra/default.yaml). Cached, so that every job of a sweep
 # sees the launching process's id: Hydra copies resolver caches into each job's config, and a joblib or
 # submitit job runs in a process of its own.

@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lenet.callbacks import History
+from lenet.config import ConfigError
 from lenet.data import MNISTDataModule
 from lenet.evaluation import Evaluation, evaluate, score
 from lenet.inference import load_model, read_checkpoint
@@ -31,10 +32,6 @@ from lenet.models import count_parameters
 from lenet.module import build_optimization, distill_settings
 from lenet.registry import check_config_targets
 from lenet.report import write_evaluation_report
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key and the fix."""
 
 
 @contextmanager

@@ -31,7 +31,7 @@ from lenet.evaluation import default_data_dir, evaluate, test_split
 from lenet.inference import LoadedModel, load_model, read_checkpoint
 from lenet.metrics import confusion_matrix
 from lenet.plots import (
-    confused_pairs_figure, embedding_figure, feature_maps_figure, filters_figure, saliency_figure, save,
+    Saliency, confused_pairs_figure, embedding_figure, feature_maps_figure, filters_figure, saliency_figure, save,
 )
 
 FIGURE_NAMES = ("filters", "feature_maps", "saliency", "embedding", "confused_pairs")
@@ -125,17 +125,6 @@ def feature_maps(net: nn.Module, x: Tensor) -> dict[str, Tensor]:
         repeats = sum(1 for key in maps if key == call.name or key.startswith(f"{call.name} (call "))
         maps[call.name if not repeats else f"{call.name} (call {repeats + 1})"] = call.output.float().cpu()
     return maps
-
-
-@dataclass
-class Saliency:
-    """Where the network looked for one image: both maps have the input's height × width, in [0, 1]."""
-
-    gradients: Tensor  # |d logit / d pixel|, max over input channels
-    grad_cam: Tensor  # Grad-CAM on the last convolution executed, upsampled to the input size
-    target: int  # the class explained (the predicted one unless asked otherwise)
-    probability: float  # the network's probability for that class
-    layer: str  # the convolution Grad-CAM used
 
 
 def saliency(net: nn.Module, x: Tensor, target: int | None = None) -> Saliency:

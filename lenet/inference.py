@@ -29,14 +29,11 @@ import torch
 from torch import Tensor, nn
 
 from lenet.datasets import dataset_stats, normalize, unit_floats
+from lenet.errors import CheckpointError
 from lenet.registry import NotAllowedError, build, check_spec
 
 # Below this top probability a prediction is "unsure" and the runner-up is shown with it.
 UNSURE_BELOW = 0.5
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: missing, remote, unreadable, or not a network of this project."""
 
 
 LOAD_ERRORS = (CheckpointError, ValueError, TypeError, RuntimeError)  # what loading a model may raise
@@ -309,7 +306,7 @@ def load_ensemble(
             return load_onnx(path, cpu_threads)
         if not native:
             return load_model(path, device)
-        from lenet.native import load_native  # imports this module
+        from lenet.native import load_native  # builds the C kernel on first use
 
         return load_native(load_model(path, "cpu"), cpu_threads)
 

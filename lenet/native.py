@@ -29,14 +29,15 @@ import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lenet.cache import cache_folder
 from lenet.datasets import unit_floats
-from lenet.inference import CheckpointError, LoadedModel
+from lenet.errors import CheckpointError
 from lenet.models import LeNet5
 
 SOURCE = Path(__file__).with_name("lenet5.c")
@@ -155,6 +156,19 @@ def pack_weights(net: LeNet5, mean: float, std: float) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([part.ravel() for part in parts]), dtype=np.float32)
 
 
+class Loaded(Protocol):
+    """What load_native reads of a checkpoint loaded by lenet.inference.load_model (a LoadedModel:
+    named by its fields, since lenet.inference imports this module to run checkpoints natively)."""
+
+    net: nn.Module
+    mean: float
+    std: float
+    checkpoint_path: Path
+
+    @property
+    def dataset(self) -> str: ...
+
+
 @dataclass
 class NativeModel:
     """A LeNet-5 checkpoint run by the C kernel: 0..1 float or uint8 images in, probabilities out."""
@@ -179,7 +193,7 @@ class NativeModel:
         return probs
 
 
-def load_native(loaded: LoadedModel, threads: int = 0, march: str = "native") -> NativeModel:
+def load_native(loaded: Loaded, threads: int = 0, march: str = "native") -> NativeModel:
     """The C kernel for a loaded LeNet-5 checkpoint (the network this kernel implements, and only it),
     built for `march` (kernel())."""
     shapes = {name: tuple(value.shape) for name, value in loaded.net.state_dict().items()}

@@ -10,15 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from torch import Tensor
 
 from lenet.metrics import METRIC_LABELS
-
-if TYPE_CHECKING:
-    from lenet.explain import Saliency
 
 
 def pyplot():
@@ -191,6 +189,18 @@ def feature_maps_figure(image: Tensor, maps: dict[str, Tensor], max_channels: in
     fig.suptitle("Feature maps of every conv/pool layer (one colour scale per layer)")
     fig.tight_layout()
     return fig
+
+
+@dataclass
+class Saliency:
+    """Where the network looked for one image, as lenet.explain.saliency computes it: both maps have
+    the input's height × width, in [0, 1]."""
+
+    gradients: Tensor  # |d logit / d pixel|, max over input channels
+    grad_cam: Tensor  # Grad-CAM on the last convolution executed, upsampled to the input size
+    target: int  # the class explained (the predicted one unless asked otherwise)
+    probability: float  # the network's probability for that class
+    layer: str  # the convolution Grad-CAM used
 
 
 def saliency_figure(image: Tensor, result: Saliency, title: str = ""):

@@ -19,7 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-import lenet.config  # noqa: F401  registers ${pid:}, which names run and sweep folders
+from lenet.config import ConfigError  # importing lenet.config registers ${pid:}, which names run and sweep folders
 
 DEFAULT_OBJECTIVE = "best_val_acc"
 TEST_PREFIX = "test/"  # the official test set: reported, never optimised
@@ -45,17 +45,11 @@ def after_earlier_jobs(number: int) -> int:
 OmegaConf.register_new_resolver("sweep_job", after_earlier_jobs, replace=True)
 
 
-def _config_error(message: str) -> Exception:
-    from lenet.experiment import ConfigError  # imported late: it pulls in torch and Lightning
-
-    return ConfigError(message)
-
-
 def check_objective(cfg: DictConfig) -> str | None:
     """The metric a sweeper optimises (`optimized_metric`); refused if it is a test-set metric."""
     key = cfg.get("optimized_metric")
     if key and str(key).startswith(TEST_PREFIX):
-        raise _config_error(
+        raise ConfigError(
             f"optimized_metric={key} would tune hyperparameters on the official test set: "
             f"use a validation metric, e.g. optimized_metric={DEFAULT_OBJECTIVE}."
         )
@@ -72,7 +66,7 @@ def objective_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
     value = metrics.get(key)
     if value is None:
         available = ", ".join(sorted(k for k in metrics if not k.startswith(TEST_PREFIX)))
-        raise _config_error(f"optimized_metric={key} is not among this run's metrics: use one of {available}.")
+        raise ConfigError(f"optimized_metric={key} is not among this run's metrics: use one of {available}.")
     return float(value)
 
 
@@ -82,7 +76,7 @@ def set_threads(cfg: DictConfig) -> None:
     if threads is None:
         return
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise _config_error(f"threads={threads} must be a whole number >= 1, or null for torch's default.")
+        raise ConfigError(f"threads={threads} must be a whole number >= 1, or null for torch's default.")
     import torch
 
     torch.set_num_threads(threads)

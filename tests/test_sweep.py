@@ -19,8 +19,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from helpers import REPO, compose_config, data_dir
-from lenet.config import CONFIG_DIR
-from lenet.experiment import ConfigError
+from lenet.config import CONFIG_DIR, ConfigError
 from lenet.sweep import TEST_PREFIX, objective_value, set_threads
 
 # A few batches of real data; validation on 5 batches of 1000, so best_val_acc and test/acc differ.
