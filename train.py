@@ -4,6 +4,7 @@ Evaluate a checkpoint without training: `python train.py train=false ckpt_path=R
 """
 
 import gc
+import sys
 
 # Start-up (Hydra, torch, Lightning) runs without the cyclic garbage collector, which would otherwise walk
 # the million objects these imports make again and again: main() turns it back on (lenet/startup.py).
@@ -15,7 +16,7 @@ from omegaconf import DictConfig
 from lenet.startup import end_of_startup
 
 # Registers the resolvers that name run and job folders (conf/hydra/default.yaml): ${pid:}, ${sweep_job:}.
-from lenet.sweep import check_objective, objective_value, set_threads
+from lenet.sweep import check_objective, objective_value, require_plugin_extras, set_threads
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
@@ -34,6 +35,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    require_plugin_extras(sys.argv[1:])  # hparams_search=optuna without the search extra: one line, not Hydra's search path
     main()
     # Everything is written and closed. Spare the interpreter's last garbage collections at exit, a
     # walk over every object torch and Lightning created: about 1 s of a 15 s `experiment=fast` run.

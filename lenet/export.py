@@ -12,10 +12,10 @@ import copy
 import sys
 from pathlib import Path
 
-import onnx
 import torch
 from torch import Tensor, nn
 
+from lenet.extras import require_extra
 from lenet.inference import LOAD_ERRORS, LoadedModel, load_model, load_problem
 
 
@@ -38,6 +38,8 @@ def probability_model(loaded: LoadedModel) -> ProbabilityModel:
 
 def export_onnx(loaded: LoadedModel, path: str | Path) -> Path:
     """ONNX file with a dynamic batch dimension (input `images`, output `probs`)."""
+    import onnx  # the export extra, like the onnxscript that torch.onnx.export uses
+
     path = Path(path)
     example = torch.rand(2, 1, 28, 28)
     torch.onnx.export(
@@ -58,6 +60,7 @@ def export_onnx(loaded: LoadedModel, path: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    require_extra("export", "lenet-export")
     parser = argparse.ArgumentParser(prog="lenet-export", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a run directory (uses checkpoints/best.ckpt) or a .ckpt file")
     parser.add_argument("--onnx", type=Path, required=True, help="write the ONNX model here")

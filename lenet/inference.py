@@ -277,7 +277,7 @@ def load_onnx(path: str | Path, threads: int = 0) -> OnnxModel:
     try:
         session = onnx_session(path, threads)
     except ImportError as error:
-        raise CheckpointError(f"{path} needs ONNX Runtime ({error}): `pip install onnxruntime`, or pass the checkpoint instead.") from error
+        raise CheckpointError(f"{path} needs ONNX Runtime ({error}): pip install \"lenet[export]\", or pass the checkpoint instead.") from error
     except Exception as error:  # onnxruntime raises its own exception types for files it cannot use
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path} is not an ONNX model ONNX Runtime can load ({reason}): {export_one}.") from error

@@ -20,6 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from lenet.config import ConfigError  # importing lenet.config registers ${pid:}, which names run and sweep folders
+from lenet.extras import require_extra
 
 DEFAULT_OBJECTIVE = "best_val_acc"
 TEST_PREFIX = "test/"  # the official test set: reported, never optimised
@@ -30,6 +31,27 @@ COLUMNS = ("test/acc", "test/precision", "test/recall", "test/f1", "fit_seconds"
 # by as many, so that it does not replay the random trials it already ran. on_multirun_start finds the
 # first free number; job processes inherit it through the environment.
 FIRST_JOB_ENV = "LENET_SWEEP_FIRST_JOB"
+
+
+# The overrides that ask for a Hydra plugin, and the extra that installs it.
+PLUGIN_EXTRAS = {
+    "hparams_search=optuna": "search",
+    "hydra/sweeper=optuna": "search",
+    "hydra/launcher=joblib": "search",
+    "hydra/launcher=slurm": "search",
+    "hydra/launcher=submitit_slurm": "search",
+    "hydra/launcher=submitit_local": "search",
+    "hydra/launcher=ray_cluster": "ray",
+}
+
+
+def require_plugin_extras(overrides: list[str]) -> None:
+    """Exit in one line naming the extra (not Hydra's "Could not find 'hydra/sweeper/optuna'" and its
+    search path) when a train.py override asks for a plugin that is not installed."""
+    for override in overrides:
+        extra = PLUGIN_EXTRAS.get(override.lstrip("+"))
+        if extra:
+            require_extra(extra, f"train.py {override}")
 
 
 def next_job_number(sweep_dir: Path) -> int:
