@@ -13,7 +13,8 @@ from pathlib import Path
 
 from torch import Tensor
 
-from lenet.datasets import DATASETS, IMAGE_SIZE, NUM_CLASSES
+from lenet.datasets import DATASETS, NUM_CLASSES
+from lenet.geometry import IMAGE_SIZE
 
 SPLITS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),

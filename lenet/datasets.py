@@ -1,6 +1,6 @@
 """Facts about the datasets that both sides need, training and inference, with nothing heavy imported.
 
-The per-pixel mean/std of each training set, the image and class counts, and `normalize`, the one
+The per-pixel mean/std of each training set, the class count, and `normalize`, the one
 normalisation used by training, evaluation, prediction and serving.
 """
 
@@ -16,7 +16,6 @@ DATASETS: dict[str, dict[str, Any]] = {
     "mnist": {"folder": "MNIST", "torchvision_class": "MNIST", "mean": 0.1307, "std": 0.3081},
     "fashion_mnist": {"folder": "FashionMNIST", "torchvision_class": "FashionMNIST", "mean": 0.2860, "std": 0.3530},
 }
-IMAGE_SIZE = 28
 NUM_CLASSES = 10
 
 

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lenet.geometry import IMAGE_SIZE
+
 
 class LeNet5(nn.Module):
     """LeNet-5 as the user specified it: 44,426 parameters.
@@ -46,7 +48,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def layer_output_shapes(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> list[tuple[str, tuple[int, ...]]]:
+def layer_output_shapes(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, IMAGE_SIZE, IMAGE_SIZE)) -> list[tuple[str, tuple[int, ...]]]:
     """(layer name, output shape) for every leaf layer, by running one dummy batch."""
     shapes: list[tuple[str, tuple[int, ...]]] = []
     hooks = [
@@ -177,9 +179,6 @@ class LeNet5Classic(nn.Module):
 # ----------------------------------------------------------------------------- a deeper modern CNN
 
 
-IMAGE_SIDE = 28
-
-
 class ModernCNN(nn.Module):
     """A VGG-style CNN with batch norm and dropout, sized to train on two CPU cores in minutes.
 
@@ -208,7 +207,7 @@ class ModernCNN(nn.Module):
                 layers += [nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
                 in_channels = width
         self.features = nn.Sequential(*layers)  # (B, widths[-1], 3, 3) for three stages
-        side = IMAGE_SIDE // 2 ** len(widths)
+        side = IMAGE_SIZE // 2 ** len(widths)
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(dropout),

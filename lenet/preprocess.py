@@ -14,6 +14,7 @@ canvas drawing only gets MNIST-like accuracy when prepared the same way, so this
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,11 +22,11 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
+from lenet.geometry import DIGIT_BOX, IMAGE_SIZE
+
 if TYPE_CHECKING:
     import torch
 
-DIGIT_BOX = 20  # MNIST's digits fill a 20x20 box ...
-FIELD = 28  # ... centred by mass in a 28x28 field
 MAX_PIXELS = 50_000_000  # refuse larger images (decompression bombs); a 48 MP phone photo still fits
 WORK_SIDE = 1024  # larger images are shrunk first: a digit needs no more to end up 20 px high
 BAND_BLOCKS = 64  # large images are shrunk a band of this many output rows at a time (bounded extra memory)
@@ -203,73 +204,124 @@ def find_ink(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Raises NoDigitError when nothing stands out from the background: a blank page, however unevenly
     lit, an image too small to hold a digit, or noise and texture without strokes.
     """
+    _refuse_too_small(grey)
+    # A 3x3 average (on images larger than MNIST's) only steers which way the ink goes and how
+    # strong it is, so single noisy pixels cannot pass for ink; the pixels kept are unsmoothed. The
+    # windows centred on every other pixel still cover the image, at a quarter of the cost.
+    smooth = _mean_3x3_every_other(grey) if min(grey.shape) >= 2 * IMAGE_SIZE else grey
+    paper = find_paper(smooth)
+    contrast = _refuse_blank(paper.light_ink(smooth), paper.background)
+    # Everything below works on the box holding all pixels on the ink's side of the paper (outside it
+    # the ink is 0): most of a drawing pad is blank.
+    rows, cols = _bounding_box(paper.ink_side(grey))
+    ink = np.clip((paper.light_ink(grey[rows, cols]) - paper.background) / contrast, 0, 1)
+    mask = ink >= INK_LEVEL
+    inner = int(_erode(mask).sum())
+    ink_pixels = max(int(mask.sum()), 1)
+    _refuse_scattered(mask, inner, ink_pixels, grey.size)
+    strokes, near_strokes = _strokes_and_soft_edges(ink, mask, inner, ink_pixels, (rows.start, cols.start))
+    whole_ink, whole_strokes = np.zeros(grey.shape, ink.dtype), np.zeros(grey.shape, bool)
+    whole_ink[rows, cols], whole_strokes[rows, cols] = ink * near_strokes, strokes
+    return whole_ink, whole_strokes
+
+
+@dataclass(frozen=True)
+class Paper:
+    """The page under the ink: its grey level, and which way the ink goes from it."""
+
+    level: float  # in the image's own grey levels
+    dark_ink: bool  # dark ink on light paper, flipped to MNIST's light ink on black
+
+    @property
+    def background(self) -> float:
+        """The paper's level once the ink is light on black."""
+        return 1 - self.level if self.dark_ink else self.level
+
+    def light_ink(self, grey: np.ndarray) -> np.ndarray:
+        """Grey levels in MNIST's polarity, light ink on a dark page."""
+        return 1 - grey if self.dark_ink else grey
+
+    def ink_side(self, grey: np.ndarray) -> np.ndarray:
+        """The pixels on the ink's side of the paper's level."""
+        return grey < self.level if self.dark_ink else grey > self.level
+
+
+def find_paper(smooth: np.ndarray) -> Paper:
+    """The paper is the median of a ring along the edges (the digit rarely touches them; paper does),
+    and the ink is dark when the darkest pixel lies further from it than the lightest."""
+    ring = max(1, round(0.02 * min(smooth.shape)))
+    border = np.concatenate(
+        [smooth[:ring].ravel(), smooth[-ring:].ravel(), smooth[:, :ring].ravel(), smooth[:, -ring:].ravel()]
+    )
+    level = float(np.median(border))
+    return Paper(level, dark_ink=level - float(smooth.min()) > float(smooth.max()) - level)
+
+
+def _refuse_too_small(grey: np.ndarray) -> None:
     if min(grey.shape) < MIN_SIDE:
         raise NoDigitError(
             f"no digit found: the image is {grey.shape[1]}x{grey.shape[0]} pixels, too small to hold a digit. "
             f"Send an image at least {MIN_SIDE}x{MIN_SIDE} pixels (a few hundred a side is best)."
         )
-    # A 3x3 average (on images larger than MNIST's) only steers which way the ink goes and how
-    # strong it is, so single noisy pixels cannot pass for ink; the pixels kept are unsmoothed. The
-    # windows centred on every other pixel still cover the image, at a quarter of the cost.
-    smooth = _mean_3x3_every_other(grey) if min(grey.shape) >= 2 * FIELD else grey
-    ring = max(1, round(0.02 * min(smooth.shape)))
-    border = np.concatenate(
-        [smooth[:ring].ravel(), smooth[-ring:].ravel(), smooth[:, :ring].ravel(), smooth[:, -ring:].ravel()]
-    )
-    background = float(np.median(border))  # the digit rarely touches the edges; paper does
-    dark_ink = background - float(smooth.min()) > float(smooth.max()) - background
-    paper = background  # in the image's own grey levels
-    if dark_ink:  # dark ink on light paper: flipped to MNIST's light ink on black (the image: on its crop only)
-        smooth, background = 1 - smooth, 1 - background
-    contrast = float(smooth.max()) - background
+
+
+def _refuse_blank(light_ink: np.ndarray, background: float) -> float:
+    """The ink's contrast over the background (light ink on black); refused when too faint, or when
+    only the page's light varies."""
+    contrast = float(light_ink.max()) - background
     if contrast < MIN_CONTRAST:
         raise NoDigitError(
             f"no digit found: the image is blank or too faint (ink differs from the background by "
             f"{contrast:.0%} of full scale, at least {MIN_CONTRAST:.0%} needed). Draw or photograph a "
             "digit with clear contrast."
         )
-    if _local_contrast(smooth) < MIN_CONTRAST:
+    if _local_contrast(light_ink) < MIN_CONTRAST:
         raise NoDigitError(
             "no digit found: the image holds no strokes, only light that changes across the page (a shadow, "
             "vignetting or a gradient). Draw or photograph a digit with clear contrast."
         )
-    # Everything below works on the box holding all pixels on the ink's side of the paper (outside it
-    # the ink is 0): most of a drawing pad is blank.
-    rows, cols = _bounding_box(grey < paper if dark_ink else grey > paper)
-    crop = 1 - grey[rows, cols] if dark_ink else grey[rows, cols]
-    ink = np.clip((crop - background) / contrast, 0, 1)
-    mask = ink >= INK_LEVEL
-    inner = int(_erode(mask).sum())
-    ink_pixels = max(int(mask.sum()), 1)
-    if inner / ink_pixels < MIN_SOLID_SHARE:  # hardly any solid strokes: scattered specks, or a thin line?
-        parts = ndimage.label(mask, structure=np.ones((3, 3)))[1]
-        ink_share = ink_pixels / grey.size
-        if ink_share > MAX_INK_SHARE or parts > MAX_INK_PARTS:
-            raise NoDigitError(
-                f"no digit found: the ink is scattered specks ({parts} parts over {ink_share:.0%} of the image), not "
-                "strokes: noise or texture. Photograph one digit on plain paper, or draw it on the pad."
-            )
-    # Which blobs are specks, and how far each stroke's soft edge reaches, are decided on a copy shrunk
-    # by a whole factor when the strokes are thick enough to survive it (a drawing pad, a marker): 5 to
-    # 10 times cheaper on a 280x280 pad. The ink itself keeps every pixel.
+    return contrast
+
+
+def _refuse_scattered(mask: np.ndarray, inner: int, ink_pixels: int, image_pixels: int) -> None:
+    """Ink with hardly any solid strokes is scattered specks, or a thin line: specks when it covers
+    much of the image or falls into many parts."""
+    if inner / ink_pixels >= MIN_SOLID_SHARE:
+        return
+    parts = ndimage.label(mask, structure=np.ones((3, 3)))[1]
+    ink_share = ink_pixels / image_pixels
+    if ink_share > MAX_INK_SHARE or parts > MAX_INK_PARTS:
+        raise NoDigitError(
+            f"no digit found: the ink is scattered specks ({parts} parts over {ink_share:.0%} of the image), not "
+            "strokes: noise or texture. Photograph one digit on plain paper, or draw it on the pad."
+        )
+
+
+def _strokes_and_soft_edges(
+    ink: np.ndarray, mask: np.ndarray, inner: int, ink_pixels: int, origin: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the ink mask without specks, the pixels near enough to those strokes to be their soft
+    anti-aliased edge) for an ink crop whose top-left pixel is `origin` in the image.
+
+    Both are decided on a copy shrunk by a whole factor when the strokes are thick enough to survive
+    it (a drawing pad, a marker): 5 to 10 times cheaper on a 280x280 pad. The ink itself keeps every pixel.
+    """
     factor = min(int(max(ink.shape) // WORK_EXTENT), int(_band_width(ink_pixels, inner) // MIN_WORK_STROKE))
-    small_mask = np.zeros((0, 0), bool)  # no shrunk copy: decide at full size
     if factor > 1:
-        offset = (rows.start % factor, cols.start % factor)  # the image's grid of blocks
+        offset = (origin[0] % factor, origin[1] % factor)  # the image's grid of blocks
         small = _shrink(ink, factor, offset)
         small_mask = small >= INK_LEVEL
-    if small_mask.any():
-        kept = _strokes(*ndimage.label(small_mask, structure=np.ones((3, 3))), small)
-        near_kept = _dilate(kept, steps=max(1, round(_extent(kept) / DIGIT_BOX)))
-        strokes = mask & _enlarge(_dilate(kept, steps=1), factor, offset, ink.shape)
-        near_strokes = _enlarge(near_kept, factor, offset, ink.shape)
-    else:
-        strokes = _strokes(*ndimage.label(mask, structure=np.ones((3, 3))), ink)
-        # Keep the soft anti-aliased edge beside each stroke, drop everything else (background, specks).
-        near_strokes = _dilate(strokes, steps=max(1, round(_extent(strokes) / DIGIT_BOX)))
-    whole_ink, whole_strokes = np.zeros(grey.shape, ink.dtype), np.zeros(grey.shape, bool)
-    whole_ink[rows, cols], whole_strokes[rows, cols] = ink * near_strokes, strokes
-    return whole_ink, whole_strokes
+        if small_mask.any():  # else too little ink survives the shrinking: decided at full size
+            kept = _strokes(*ndimage.label(small_mask, structure=np.ones((3, 3))), small)
+            strokes = mask & _enlarge(_dilate(kept, steps=1), factor, offset, ink.shape)
+            return strokes, _enlarge(_soft_edges(kept), factor, offset, ink.shape)
+    strokes = _strokes(*ndimage.label(mask, structure=np.ones((3, 3))), ink)
+    return strokes, _soft_edges(strokes)
+
+
+def _soft_edges(strokes: np.ndarray) -> np.ndarray:
+    """The strokes grown by the reach of their anti-aliased edge: a pixel per 20 of the digit's extent."""
+    return _dilate(strokes, steps=max(1, round(_extent(strokes) / DIGIT_BOX)))
 
 
 def _mean_3x3_every_other(grey: np.ndarray) -> np.ndarray:
@@ -366,8 +418,9 @@ def _strokes(labels: np.ndarray, count: int, ink: np.ndarray) -> np.ndarray:
 
 
 def _extent(mask: np.ndarray) -> int:
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    """The longer side of a mask's bounding box."""
+    rows, cols = _bounding_box(mask)
+    return max(rows.stop - rows.start, cols.stop - cols.start)
 
 
 def _stroke_width(mask: np.ndarray) -> float:
@@ -386,8 +439,8 @@ def _band_width(area: float, inner: float) -> float:
 
 def mnist_field(ink: np.ndarray, strokes: np.ndarray) -> np.ndarray:
     """Ink on black -> (28, 28): cropped to the strokes, thickened if thin, 20 px box, centred by mass."""
-    rows, cols = np.flatnonzero(strokes.any(axis=1)), np.flatnonzero(strokes.any(axis=0))
-    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    rows, cols = _bounding_box(strokes)
+    top, bottom, left, right = rows.start, rows.stop, cols.start, cols.stop
     extent = max(bottom - top, right - left)
 
     # Pen strokes in a photo are far thinner, relative to the digit, than MNIST's: thicken them to
@@ -418,9 +471,9 @@ def mnist_field(ink: np.ndarray, strokes: np.ndarray) -> np.ndarray:
     com_row = float(weights.sum(axis=1) @ np.arange(digit.shape[0])) / mass
     com_col = float(weights.sum(axis=0) @ np.arange(digit.shape[1])) / mass
     height, width = digit.shape
-    top = int(np.clip(round(FIELD / 2 - com_row), 0, FIELD - height))
-    left = int(np.clip(round(FIELD / 2 - com_col), 0, FIELD - width))
-    field = np.zeros((FIELD, FIELD), np.float32)
+    top = int(np.clip(round(IMAGE_SIZE / 2 - com_row), 0, IMAGE_SIZE - height))
+    left = int(np.clip(round(IMAGE_SIZE / 2 - com_col), 0, IMAGE_SIZE - width))
+    field = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
     field[top : top + height, left : left + width] = digit
     return field
 
