@@ -29,8 +29,9 @@
 typedef float vec __attribute__((vector_size(LANES * sizeof(float))));
 typedef int ivec __attribute__((vector_size(LANES * sizeof(int))));
 
-/* The layout lenet/native.py packs: input normalisation folded into conv1, dense outputs padded
-   with zeros to a multiple of 16 (whole vectors at every width). */
+/* The layout lenet/native.py packs (weight_arrays, derived from lenet/models.py's LeNet5;
+   tests/test_native.py checks this struct against it): input normalisation folded into conv1, dense
+   outputs padded with zeros to a multiple of 16 (whole vectors at every width). */
 typedef struct {
     float w1[25][6], b1[6];       /* conv1 [tap][out] */
     float w2[25][6][16], b2[16];  /* conv2 [tap][in][out] */

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import subprocess
@@ -38,6 +39,7 @@ from torch import Tensor, nn
 from lenet.cache import cache_folder
 from lenet.datasets import unit_floats
 from lenet.errors import CheckpointError
+from lenet.geometry import IMAGE_SIZE
 from lenet.models import LeNet5
 
 SOURCE = Path(__file__).with_name("lenet5.c")
@@ -136,23 +138,43 @@ def declare(library: ctypes.CDLL) -> ctypes.CDLL:
     return library
 
 
+VECTOR = 16  # floats in lenet5.c's widest vector (AVX-512): dense outputs are padded to whole ones
+
+
+def weight_arrays(net: LeNet5, mean: float, std: float) -> dict[str, np.ndarray]:
+    """LeNet-5's parameters as the fields of lenet5.c's `Weights`, by name, in its order and layout
+    (tests/test_native.py checks the struct against these shapes). The input normalisation
+    (x - mean) / std is folded into conv1 (exact: the convolution has no padding), and the dense
+    layers' outputs are padded with zeros to whole vectors."""
+    conv1, conv2 = (layer for layer in net.features if isinstance(layer, nn.Conv2d))
+    dense1, dense2, dense3 = (layer for layer in net.classifier if isinstance(layer, nn.Linear))
+    taps = _floats(conv1.weight)[:, 0].reshape(conv1.out_channels, -1) / std  # (6, 25)
+    # dense1 reads conv2's pooled maps in (row, column, channel) order, the kernel's, not PyTorch's (channel, row, column).
+    side = math.isqrt(dense1.in_features // conv2.out_channels)  # 4
+    maps = _floats(dense1.weight).reshape(dense1.out_features, conv2.out_channels, side, side)
+    return {
+        "w1": taps.T, "b1": _floats(conv1.bias) - taps.sum(axis=1) * mean,  # [tap][out]
+        "w2": _floats(conv2.weight).transpose(2, 3, 1, 0).reshape(-1, conv2.in_channels, conv2.out_channels),  # [tap][in][out]
+        "b2": _floats(conv2.bias),
+        "w3": _padded(maps.transpose(2, 3, 1, 0).reshape(dense1.in_features, -1)), "b3": _padded(_floats(dense1.bias)),
+        "w4": _padded(_floats(dense2.weight).T), "b4": _padded(_floats(dense2.bias)),
+        "w5": _padded(_floats(dense3.weight).T), "b5": _padded(_floats(dense3.bias)),
+    }  # fmt: skip
+
+
+def _floats(parameter: Tensor) -> np.ndarray:
+    return parameter.detach().float().cpu().contiguous().numpy()
+
+
+def _padded(values: np.ndarray) -> np.ndarray:
+    """The last axis (a layer's outputs) padded with zeros to whole vectors."""
+    width = -(-values.shape[-1] // VECTOR) * VECTOR
+    return np.pad(values, [(0, 0)] * (values.ndim - 1) + [(0, width - values.shape[-1])])
+
+
 def pack_weights(net: LeNet5, mean: float, std: float) -> np.ndarray:
-    """LeNet-5's parameters in the order and layout of lenet5.c's `Weights`, with the input
-    normalisation (x - mean) / std folded into conv1 (exact: the convolution has no padding)."""
-    p = {name: value.detach().float().cpu().contiguous().numpy() for name, value in net.state_dict().items()}
-
-    def padded(array: np.ndarray, width: int) -> np.ndarray:  # outputs padded to whole vectors with zeros
-        return np.pad(array, [(0, 0)] * (array.ndim - 1) + [(0, width - array.shape[-1])])
-
-    conv1 = p["features.0.weight"][:, 0] / std  # (6, 5, 5)
-    parts = [
-        conv1.reshape(6, 25).T, p["features.0.bias"] - conv1.reshape(6, 25).sum(axis=1) * mean,
-        p["features.3.weight"].transpose(2, 3, 1, 0), p["features.3.bias"],  # [row][column][in][out]
-        padded(p["classifier.1.weight"].reshape(120, 16, 4, 4).transpose(2, 3, 1, 0).reshape(256, 120), 128),
-        padded(p["classifier.1.bias"], 128),
-        padded(p["classifier.3.weight"].T, 96), padded(p["classifier.3.bias"], 96),
-        padded(p["classifier.5.weight"].T, 16), padded(p["classifier.5.bias"], 16),
-    ]  # fmt: skip
+    """weight_arrays' fields one after another: the bytes of lenet5.c's `Weights`."""
+    parts = weight_arrays(net, mean, std).values()
     return np.ascontiguousarray(np.concatenate([part.ravel() for part in parts]), dtype=np.float32)
 
 
@@ -182,8 +204,8 @@ class NativeModel:
     def predict_probs(self, images: Tensor, batch_size: int = 0) -> Tensor:
         """uint8 (0..255) or float (0..1) images (N, 1, 28, 28) -> probabilities (N, 10). The whole
         batch goes to the kernel at once (`batch_size` is accepted for the other models' signature)."""
-        if images.shape[1:] != (1, 28, 28):  # the kernel reads 784 floats an image, whatever it is given
-            raise ValueError(f"images must be (N, 1, 28, 28), got {tuple(images.shape)}")
+        if images.shape[1:] != (1, IMAGE_SIZE, IMAGE_SIZE):  # the kernel reads 784 floats an image, whatever it is given
+            raise ValueError(f"images must be (N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}), got {tuple(images.shape)}")
         x = unit_floats(images)
         probs = torch.empty(len(x), 10, dtype=torch.float32, device="cpu")  # whatever the default dtype and device
         if len(x) == 1:

@@ -3,8 +3,10 @@ build cache, clear refusals, and `--native` in lenet-predict and lenet-serve."""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from helpers import REPO
-from test_predict import image_dir, json_lines  # noqa: F401 (a fixture)
+from test_predict import json_lines
 from test_serve import digits  # noqa: F401 (a fixture)
 
 from lenet import native
@@ -41,6 +43,22 @@ def own_build_cache(tmp_path_factory, monkeypatch):
 def random_lenet(seed: int) -> LoadedModel:
     torch.manual_seed(seed)
     return LoadedModel(LeNet5().eval(), mean=0.1307, std=0.3081, checkpoint_path=Path("random.ckpt"), model_hparams={}, data_hparams={})
+
+
+def c_struct_fields(source: str) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of each field of lenet5.c's `Weights`, in order."""
+    body = re.sub(r"/\*.*?\*/", "", re.search(r"typedef struct \{(.*?)\} Weights;", source, re.S).group(1), flags=re.S)
+    return [(name, tuple(map(int, re.findall(r"\d+", sizes)))) for name, sizes in re.findall(r"(\w+)((?:\[\d+\])+)", body)]
+
+
+def test_the_c_struct_is_the_layout_derived_from_lenet5():
+    """lenet5.c's `Weights` and native.weight_arrays (derived from models.LeNet5) name the same fields
+    of the same shapes in the same order, and pack_weights writes exactly that many floats."""
+    arrays = native.weight_arrays(LeNet5(), mean=0.0, std=1.0)
+    fields = c_struct_fields(native.SOURCE.read_text())
+    assert fields == [(name, values.shape) for name, values in arrays.items()]
+    assert len(native.pack_weights(LeNet5(), 0.0, 1.0)) == sum(math.prod(shape) for _, shape in fields)
+    assert c_struct_fields("typedef struct { float w1[25][6], b1[7]; } Weights;") != fields[:2]  # the check can fail
 
 
 @needs_compiler
