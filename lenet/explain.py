@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -233,17 +234,7 @@ def explain(
     loaded = load_model(checkpoint, device)
     net = loaded.net
     test_images, test_labels = test_split(loaded.dataset, _data_dir(loaded, data_dir))
-
-    if image is not None:
-        from lenet.preprocess import prepare_image  # the one preprocessing path of CLI, API and page
-
-        digit = prepare_image(image)  # (1, 28, 28) float in [0, 1]
-        caption = f"your image {Path(image).name}"
-    else:
-        if not 0 <= index < len(test_labels):
-            raise ValueError(f"--index {index} is outside the test set: choose 0..{len(test_labels) - 1}")
-        digit = test_images[index].float() / 255
-        caption = f"test image #{index} (label {int(test_labels[index])})"
+    digit, caption = _digit_to_explain(test_images, test_labels, image, index)  # (1, 28, 28) float in [0, 1]
     x = normalize(digit.unsqueeze(0).to(device), loaded.mean, loaded.std)  # (1, 1, 28, 28)
 
     probs = evaluate(loaded, test_images, test_labels).probs  # (10000, 10)
@@ -260,6 +251,34 @@ def explain(
         "embedding": embedding_figure(points, test_labels[subset], f"Penultimate layer, {EMBEDDING_METHODS[method]}"),
         "confused_pairs": confused_pairs_figure(test_images, test_labels, probs, pairs),
     }
+    # The checkpoint's training step, the x-axis of the run's own curves and report figures.
+    step = int(read_checkpoint(loaded.checkpoint_path).get("global_step", 0))
+    paths = write_figures(figures, out_dir, tensorboard, step, features, test_images[subset], test_labels[subset])
+
+    print(f"{caption}: predicted {explained.target} (probability {explained.probability:.3f})")
+    confusions = ", ".join(f"{t}→{p}: {n}" for t, p, n in pairs) or "none"
+    print(f"most confused (true→predicted: count): {confusions}")
+    print(f"wrote {len(paths)} figures to {out_dir}" + (f" and to TensorBoard in {tensorboard}" if tensorboard is not None else ""))
+    return paths
+
+
+def _digit_to_explain(test_images: Tensor, test_labels: Tensor, image: str | Path | None, index: int) -> tuple[Tensor, str]:
+    """(the digit, (1, 28, 28) float in [0, 1], and its caption): the user's image file, else test image `index`."""
+    if image is not None:
+        from lenet.preprocess import prepare_image  # the one preprocessing path of CLI, API and page
+
+        return prepare_image(image), f"your image {Path(image).name}"
+    if not 0 <= index < len(test_labels):
+        raise ValueError(f"--index {index} is outside the test set: choose 0..{len(test_labels) - 1}")
+    return test_images[index].float() / 255, f"test image #{index} (label {int(test_labels[index])})"
+
+
+def write_figures(
+    figures: dict[str, Any], out_dir: str | Path, tensorboard: str | Path | None, step: int,
+    features: Tensor, images: Tensor, labels: Tensor,
+) -> dict[str, Path]:
+    """Each figure as out_dir/<name>.png and, given a TensorBoard folder, as explain/<name> there, with
+    the penultimate `features` of uint8 `images` in the projector tab. Returns {name: PNG path}."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = None
@@ -267,23 +286,11 @@ def explain(
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(tensorboard))
-    # The checkpoint's training step, the x-axis of the run's own curves and report figures.
-    step = int(read_checkpoint(loaded.checkpoint_path).get("global_step", 0))
-    paths = {}
-    for name, fig in figures.items():
-        paths[name] = save(fig, out_dir / f"{name}.png", writer, f"explain/{name}", step)
+    paths = {name: save(fig, out_dir / f"{name}.png", writer, f"explain/{name}", step) for name, fig in figures.items()}
     if writer is not None:
         # The projector tab: an interactive 3-D PCA/t-SNE of the same features, with the digits as sprites.
-        writer.add_embedding(
-            features, metadata=test_labels[subset].tolist(), label_img=test_images[subset].float() / 255,
-            global_step=step, tag="explain/penultimate",
-        )
+        writer.add_embedding(features, metadata=labels.tolist(), label_img=images.float() / 255, global_step=step, tag="explain/penultimate")
         writer.close()
-
-    print(f"{caption}: predicted {explained.target} (probability {explained.probability:.3f})")
-    confusions = ", ".join(f"{t}→{p}: {n}" for t, p, n in pairs) or "none"
-    print(f"most confused (true→predicted: count): {confusions}")
-    print(f"wrote {len(paths)} figures to {out_dir}" + (f" and to TensorBoard in {tensorboard}" if writer else ""))
     return paths
 
 
