@@ -67,7 +67,7 @@ def broken_link(path: Path) -> str | None:
     return f"a symlink that cannot be followed ({os.readlink(path)}): fix or delete the link."
 
 
-def prepare(item: tuple[Path, str | None]) -> np.ndarray | str:
+def prepare_file(item: tuple[Path, str | None]) -> np.ndarray | str:
     """One image prepared by prepare_image's own path, (1, 28, 28) float32, or why it cannot be (what
     image_paths found, or the ImageError)."""
     path, problem = item
@@ -87,14 +87,14 @@ def in_parallel(count: int, jobs: int) -> bool:
 
 @contextmanager
 def preparer(count: int, jobs: int) -> Iterator:
-    """A function mapping (path, problem) items to `prepare`'s answers, in order: in `jobs` forked
+    """A function mapping (path, problem) items to `prepare_file`'s answers, in order: in `jobs` forked
     worker processes when `in_parallel`, else here."""
     if not in_parallel(count, jobs):
-        yield lambda items: map(prepare, items)
+        yield lambda items: map(prepare_file, items)
         return
     # gc.enable: the workers are forked during cli()'s start-up, with the collector off.
     with multiprocessing.get_context("fork").Pool(min(jobs, count), initializer=gc.enable) as pool:
-        yield lambda items: pool.imap(prepare, items, chunksize=8)
+        yield lambda items: pool.imap(prepare_file, items, chunksize=8)
 
 
 def batches(items: Iterable, size: int) -> Iterator[list]:

@@ -427,7 +427,7 @@ class PreparedSet:
         return PreparedSet(self.name, self.images[:count], self.labels[:count], self.refused[:count], self.reasons[:refused_before])
 
 
-def prepare(digit_set: DigitSet) -> PreparedSet:
+def prepare_set(digit_set: DigitSet) -> PreparedSet:
     """Every image of a set through the product's own `prepare_image`."""
     images, refused, reasons = [], [], []
     for image in digit_set.images:
@@ -481,7 +481,7 @@ def load_prepared(
             prepared = PreparedSet(name, cached["images"], cached["labels"], cached["refused"], list(cached["reasons"]))
             return prepared if wanted is None else prepared.head(wanted)
     digit_set = make_set(name, limit, seed, data_dir, **overrides)
-    prepared = prepare(digit_set)
+    prepared = prepare_set(digit_set)
     complete = len(prepared) == set_size(name, data_dir, **overrides)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-{key}-{len(prepared)}.pt"

@@ -94,7 +94,7 @@ def test_style_strokes_add_ink_where_the_style_puts_it():
 
 def test_refused_images_are_flagged_and_counted_wrong():
     blank = np.full((60, 60), 240, np.uint8)
-    prepared = realdigits.prepare(realdigits.DigitSet("pen", [blank, realdigits.make_set("pen", limit=1).images[0]], np.array([3, 0]), {}))
+    prepared = realdigits.prepare_set(realdigits.DigitSet("pen", [blank, realdigits.make_set("pen", limit=1).images[0]], np.array([3, 0]), {}))
     assert prepared.refused.tolist() == [True, False] and prepared.reasons == ["no digit found"]
     assert prepared.images[0].abs().sum() == 0 and prepared.images[1].max() == 1
 
