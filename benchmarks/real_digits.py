@@ -1,15 +1,17 @@
 """Accuracy of checkpoints and ensembles on digits that are not MNIST's, read through the product's preprocessing.
 
-    python benchmarks/real_digits.py [LABEL=]CKPT[,CKPT...] [...] [--sets usps,pen,...] [--limit N]
-        [--seed 0] [--unsure-below 0.5] [--out benchmarks/results/real_digits.json] [--cache-dir DIR] [--no-samples]
-        [--misread SET]
+    python benchmarks/real_digits.py [LABEL=]MODEL[,MODEL...] [...] [--sets usps,unipen_test,...] [--limit N]
+        [--seed 0] [--unsure-below 0.5] [--name real_digits] [--results-dir benchmarks/results] [--cache-dir DIR]
+        [--no-samples] [--misread SET]
 
-Each positional argument is one model: a run directory or .ckpt file, or several joined by commas
+Each positional argument is one model: a run directory, .ckpt or .safetensors file (`served`: the model
+shipped in the package), or several joined by commas
 (an ensemble averaging their probabilities), named in the table by an optional `LABEL=` prefix.
 The sets are lenet.realdigits's (default: all this machine can make); their prepared images are
 cached, so another model costs seconds. Prints one row per model (accuracy per set, and on the
 official MNIST test set for reference), then per set the macro F1, refusals, "unsure" answers and
-top confusions; writes the JSON, a Markdown table beside it (.md) and a sheet of sample images
+top confusions, and unipen_test's accuracy per contributing institution; writes NAME.json and NAME.md
+(lenet's results files: date, commit, CPU, versions) and a sheet of sample images
 (_samples.png, unless --no-samples). --misread SET adds a sheet of every image of SET that the last
 model reads wrongly, as the model saw it (_misread_SET.png).
 """
@@ -17,8 +19,6 @@ model reads wrongly, as the model saw it (_misread_SET.png).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shlex
 import sys
 import time
@@ -28,40 +28,35 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]  # also when a test loads this file by its path
 
 from lenet import realdigits  # noqa: E402
 from lenet.cache import cache_folder  # noqa: E402
 from lenet.evaluation import default_data_dir  # noqa: E402
 from lenet.inference import UNSURE_BELOW, Model, load_ensemble  # noqa: E402
+from lenet.inference import SERVED_WEIGHTS  # noqa: E402
 from lenet.preprocess import ImageError, prepare_image  # noqa: E402
+from results_file import add_results_dir_option, write_results  # noqa: E402
 
 MAX_UNSURE_USPS = 0.02  # issue 10: "unsure" on at most 2% of USPS digits
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"unknown CPU, {os.cpu_count()} cores"
-
-
-def measure(spec: str, sets: dict, unsure_below: float) -> tuple[dict, Model]:
+def measure(spec: str, sets: dict, unsure_below: float, data_dir: str) -> tuple[dict, Model]:
     """One model ([LABEL=]comma-joined checkpoints: an ensemble) on every set: its row (scores, threshold
-    sweep, timing) and the loaded model."""
+    sweep, per-group accuracy, timing) and the loaded model."""
     label, _, paths = spec.rpartition("=")
+    names = [str(SERVED_WEIGHTS) if path == "served" else path for path in paths.split(",")]
     started = time.perf_counter()
-    loaded = load_ensemble(paths.split(","))
+    loaded = load_ensemble(names)
     model = realdigits.benchmark(loaded, sets, unsure_below)
     row = {
         "model": label or paths,
-        "checkpoints": paths.split(","),
+        "checkpoints": names,
         "sets": {name: score.as_dict() for name, score in model.items()},
         "seconds": round(time.perf_counter() - started, 2),
     }
+    groups = {name: realdigits.set_groups(name, data_dir) for name in model}
+    row["groups"] = {name: realdigits.group_accuracy(model[name], found) for name, found in groups.items() if found}
     if "usps" in model:
         row["threshold_for_max_unsure_usps"] = {
             "max_unsure": MAX_UNSURE_USPS,
@@ -89,6 +84,8 @@ def details(row: dict) -> list[str]:
             f"refused {100 * result['refused_rate']:4.1f}%  unsure(<{result['unsure_below']}) "
             f"{100 * result['unsure_rate']:4.1f}%  answered acc {100 * result['answered_accuracy']:6.2f}%  [{confusions}]"
         )
+    for name, groups in row.get("groups", {}).items():
+        lines.append(f"  {name} by group: " + ", ".join(f"{group} {100 * g['accuracy']:.1f}% of {g['count']}" for group, g in groups.items()))
     choice = row.get("threshold_for_max_unsure_usps")
     if choice:
         lines.append(f"  largest unsure threshold leaving <= {100 * choice['max_unsure']:.0f}% of USPS unsure: {choice['threshold']}")
@@ -149,7 +146,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--limit", type=int, help="first N images of each set (default: whole sets)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed of the synthetic sets")
     parser.add_argument("--unsure-below", type=float, default=UNSURE_BELOW, help="top probability under which an answer is unsure")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "real_digits.json")
+    parser.add_argument("--name", default="real_digits", help="results files' name: NAME.json, NAME.md (default: real_digits)")
+    add_results_dir_option(parser)
     parser.add_argument("--cache-dir", type=Path, help=f"prepared sets (default: {cache_folder('realdigits')})")
     parser.add_argument("--no-samples", action="store_true", help="skip the sheet of sample images (saves a few seconds)")
     parser.add_argument("--data-dir", default=default_data_dir(), help="MNIST and USPS folder (default: $LENET_DATA_DIR)")
@@ -174,7 +172,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         parser.error(str(error))
     print(f"sets ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
-    rows, models = zip(*(measure(spec, sets, args.unsure_below) for spec in args.models))
+    rows, models = zip(*(measure(spec, sets, args.unsure_below, data_dir) for spec in args.models))
     rows = list(rows)
     columns = [*names, realdigits.REFERENCE]
     lines = table(rows, columns)
@@ -184,9 +182,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for row in rows:
         print("\n".join(details(row)))
 
+    command = shlex.join(["python", "benchmarks/real_digits.py", *(argv if argv is not None else sys.argv[1:])])
     report = {
-        "command": shlex.join(["python", "benchmarks/real_digits.py", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": cpu_model(),
         "seed": args.seed,
         "limit": args.limit,
         "unsure_below": args.unsure_below,
@@ -198,24 +195,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     }
     if "photo_font" in sets:  # the set depends on the fonts this machine has
         report["sets"]["photo_font"]["fonts_used"] = [path.name for path in realdigits.handwriting_fonts()]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=list) + "\n")
     markdown = [
-        f"Real-digits benchmark (`{report['command']}`, {report['machine']}): accuracy (%) through `prepare_image`.",
+        "Accuracy (%) through `prepare_image`; mnist is the official test set, unmodified.",
         "",
         *lines,
         "",
         *(f"    {line}" for row in rows for line in details(row)),
     ]
-    args.out.with_suffix(".md").write_text("\n".join(markdown) + "\n")
-    written = [args.out, args.out.with_suffix(".md")]
+    written = list(write_results(args.name, report, "\n".join(markdown), results_dir=args.results_dir,
+                                 title="Real-digits benchmark", packages=["pillow", "scipy", "scikit-image"], command=command))  # fmt: skip
+    folder = written[0].parent
     if not args.no_samples:
-        written.append(args.out.with_name(args.out.stem + "_samples.png"))
+        written.append(folder / f"{args.name}_samples.png")
         sample_sheet(names, args.seed, data_dir, written[-1])
     if args.misread:
         if args.misread not in sets:
             parser.error(f"--misread {args.misread}: not among the sets measured ({', '.join(sets)})")
-        written.append(args.out.with_name(f"{args.out.stem}_misread_{args.misread}.png"))
+        written.append(folder / f"{args.name}_misread_{args.misread}.png")
         misread_sheet(models[-1], sets[args.misread], written[-1])
     print(f"\nwritten: {', '.join(map(str, written))}")
     return rows

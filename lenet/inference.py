@@ -19,6 +19,7 @@ predict_speed.txt), so a checkpoint is never exported on the fly.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,9 @@ from lenet.registry import NotAllowedError, build, check_spec
 
 # Below this top probability a prediction is "unsure" and the runner-up is shown with it.
 UNSURE_BELOW = 0.5
+# The model lenet-predict and lenet-serve read when given none: LeNet-5 trained on MNIST and UNIPEN
+# (experiment=served), shipped in the package as safetensors weights and a JSON card (lenet/served.py).
+SERVED_WEIGHTS = Path(__file__).parent / "served" / "lenet5.safetensors"
 
 
 LOAD_ERRORS = (CheckpointError, ValueError, TypeError, RuntimeError)  # what loading a model may raise
@@ -258,6 +262,48 @@ def _build_network(spec: Mapping[str, Any], weights: Mapping[str, Any], path: Pa
     return net
 
 
+def load_weights(path: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel | Ensemble:
+    """A network (or an ensemble of `members` networks, weights named `<i>.<name>`) shipped as safetensors
+    weights with a JSON card beside it (`<name>.json`), such as the served model inside the package
+    (SERVED_WEIGHTS). The card names the network (built through the allow-list) and the dataset whose
+    normalisation it expects; the weights file holds tensors only."""
+    path = Path(SERVED_WEIGHTS if path is None else path)
+    card_path = path.with_suffix(".json")
+    retrain = "train one with `python train.py experiment=served` and ship it (docs/real-handwriting.md), or pass a checkpoint"
+    if not path.is_file():
+        raise CheckpointError(f"weights {path} do not exist: {retrain}.")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path} needs its card {card_path.name} beside it, and it is missing or not JSON ({error}): {retrain}.") from error
+    if not isinstance(card, Mapping) or not isinstance(card.get("network"), Mapping) or not isinstance(card.get("dataset", "mnist"), str):
+        raise CheckpointError(f"{card_path} does not name a network and a dataset: not a card written by lenet.served; {retrain}.")
+    try:
+        check_spec(card["network"], "network", "network")
+        mean, std = dataset_stats(card.get("dataset", "mnist"))
+    except (NotAllowedError, ValueError) as error:
+        raise CheckpointError(f"{card_path}: {error}") from error
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        weights = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({error}): it may be truncated; {retrain}.") from error
+    members = card.get("members", 1)
+    if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= 64:
+        raise CheckpointError(f"{card_path}: members={members!r} must be a whole number from 1 to 64: the card is damaged.")
+    groups = [weights] if members == 1 else [
+        {key.split(".", 1)[1]: value for key, value in weights.items() if key.split(".", 1)[0] == str(i)} for i in range(members)
+    ]  # fmt: skip
+    loaded = [
+        LoadedModel(_build_network(card["network"], group, path).to(device, memory_format=torch.channels_last).eval(), mean, std, path,
+                    {"net": dict(card["network"])}, {"dataset": card.get("dataset", "mnist")})
+        for group in groups
+    ]  # fmt: skip
+    return loaded[0] if members == 1 else Ensemble(loaded)
+
+
 def onnx_session(path: str | Path, threads: int = 0):
     """An ONNX Runtime CPU session (threads=0: one per core)."""
     import onnxruntime as ort
@@ -294,8 +340,8 @@ def load_onnx(path: str | Path, threads: int = 0) -> OnnxModel:
 def load_ensemble(
     paths: Sequence[str | Path], device: str | torch.device = "cpu", cpu_threads: int = 0, native: bool = False
 ) -> Model:
-    """One checkpoint (or exported .onnx file): its model; several: an Ensemble averaging them (all
-    trained on one dataset). A path ending in .onnx is run by ONNX Runtime on the CPU; with `native`,
+    """One checkpoint (or exported .onnx file, or .safetensors weights with their card): its model;
+    several: an Ensemble averaging them (all trained on one dataset). A path ending in .onnx is run by ONNX Runtime on the CPU; with `native`,
     a LeNet-5 checkpoint is run by the project's C kernel (lenet.native); both on `cpu_threads`
     threads (0: one per core)."""
     if not paths:
@@ -304,11 +350,12 @@ def load_ensemble(
     def load(path: str | Path):
         if str(path).lower().endswith(".onnx"):
             return load_onnx(path, cpu_threads)
+        read = load_weights if str(path).lower().endswith(".safetensors") else load_model
         if not native:
-            return load_model(path, device)
+            return read(path, device)
         from lenet.native import load_native  # builds the C kernel on first use
 
-        return load_native(load_model(path, "cpu"), cpu_threads)
+        return load_native(read(path, "cpu"), cpu_threads)
 
     members = [load(path) for path in paths]
     if len(members) == 1:

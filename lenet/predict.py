@@ -1,4 +1,7 @@
-"""Predict the digit in image files: `lenet-predict RUN_DIR_OR_CKPT IMAGE_OR_DIR ... [--json] [--top-k K]`.
+"""Predict the digit in image files: `lenet-predict [RUN_DIR_OR_CKPT] IMAGE_OR_DIR ... [--json] [--top-k K]`.
+
+Without a model, the one shipped inside the package reads the images (lenet/served/: LeNet-5
+trained on MNIST and UNIPEN's writers, `experiment=served`).
 
 Every image goes through `lenet.preprocess.prepare_image`, the same path as the REST API, so a
 photo, a scan or a drawing is read the way MNIST digits were prepared. Directories are read in
@@ -123,11 +126,11 @@ def format_line(path: Path, prediction: Prediction, top_k: int, as_json: bool) -
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="lenet-predict", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "checkpoint",
-        help="run directory (uses checkpoints/best.ckpt), .ckpt file or exported .onnx file; several, comma-separated, "
-        "are averaged (an ensemble)",
-    )
-    parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF, WebP, TIFF) or directories")
+        "inputs", nargs="+", metavar="[MODEL] IMAGE",
+        help="MODEL (optional; default: the model shipped in the package): run directory (uses checkpoints/best.ckpt), "
+        ".ckpt, exported .onnx or .safetensors file; several, comma-separated, are averaged (an ensemble). "
+        "IMAGE: image files (PNG, JPEG, BMP, GIF, WebP, TIFF) or directories",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="one JSON object per line (default: text)")
     parser.add_argument("--top-k", type=int, default=1, help="show the K most likely digits (default: 1)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
@@ -142,6 +145,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"processes preparing images, for {PARALLEL_FROM} images or more (default: one per core)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    args.checkpoint, args.images = split_model(args.inputs)
+    if not args.images:
+        parser.error(f"no image given after the model {args.checkpoint}: name image files or directories")
     if not 1 <= args.top_k <= 10:
         parser.error(f"--top-k must be between 1 and 10, got {args.top_k}")
     if args.batch_size < 1:
@@ -153,6 +159,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def split_model(inputs: list[str]) -> tuple[str, list[str]]:
+    """(model, images) of `[MODEL] IMAGE ...`: the first input is the model ("" for the shipped one) unless it
+    is the only input, an image file or a directory holding images (and no checkpoint)."""
+    first = Path(inputs[0])
+    run_dir = (first / "checkpoints" / "best.ckpt").is_file() or (first / "best.ckpt").is_file()  # its figures are PNGs
+    image_folder = first.is_dir() and not run_dir and any(p.suffix.lower() in IMAGE_SUFFIXES for p in first.rglob("*"))
+    if len(inputs) == 1 or first.suffix.lower() in IMAGE_SUFFIXES or image_folder:
+        return "", inputs
+    return inputs[0], inputs[1:]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = [name for name in args.checkpoint.split(",") if name]
@@ -162,13 +179,14 @@ def main(argv: list[str] | None = None) -> int:
         prepared = prepare_all(items)  # the workers start now, and prepare while torch loads here
         import torch
 
-        from lenet.inference import LOAD_ERRORS, load_ensemble, load_problem
+        from lenet.inference import LOAD_ERRORS, SERVED_WEIGHTS, load_ensemble, load_problem
 
         end_of_startup()  # cli() imported without the collector: on again, torch's objects frozen
 
         threads = torch.get_num_threads()
         if parallel:  # the workers have the cores: the network reads a batch of 256 in milliseconds on one
             torch.set_num_threads(1)
+        names = names or [str(SERVED_WEIGHTS)]
         try:
             model = load_ensemble(names, args.device, cpu_threads=1 if parallel else 0, native=args.native)
             failures = predict_all(model, items, prepared, args)

@@ -596,6 +596,17 @@ def score_set(
     return SetScore(name, score(torch.cat([probs, refused[:, None].float()], dim=1), labels, prefix=f"{name}/"), unsure_below)
 
 
+def group_accuracy(set_score: SetScore, groups: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per group (e.g. unipen_test's contributors, set_groups): the count and the accuracy of its images."""
+    right = (set_score.evaluation.predicted == set_score.evaluation.labels).tolist()
+    totals: dict[str, list[int]] = {}
+    for group, correct in zip(groups, right):
+        totals.setdefault(group, [0, 0])
+        totals[group][0] += 1
+        totals[group][1] += int(correct)
+    return {group: {"count": n, "accuracy": hits / n} for group, (n, hits) in sorted(totals.items())}
+
+
 def benchmark(model: Any, sets: Mapping[str, PreparedSet], unsure_below: float = UNSURE_BELOW) -> dict[str, SetScore]:
     """Scores of a model (anything with `predict_probs`: load_model, load_ensemble) on each prepared set."""
     return {

@@ -157,13 +157,14 @@ def run_cli(args: list[str]) -> list[dict]:
 
 def test_benchmark_runs_end_to_end_on_a_trained_checkpoint(trained_run, tmp_path, capsys):
     out = tmp_path / "results" / "real_digits.json"
-    args = ["--limit", "60", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--data-dir", str(data_dir())]
+    args = ["--limit", "60", "--results-dir", str(out.parent), "--cache-dir", str(tmp_path / "cache"), "--data-dir", str(data_dir())]
     rows = run_cli([str(trained_run), f"pair={trained_run},{trained_run}", *args, "--misread", "usps"])
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
     names = [name for name in realdigits.SET_NAMES if realdigits.unavailable(name, data_dir()) is None]
     assert {"usps", "pen", "binary_scan", "styles"} <= set(names)
     assert list(report["sets"]) == ["mnist", *names] and report["sets"]["pen"]["count"] == 60
+    assert report["facts"]["cpu"] and report["facts"]["git"]  # a results file names the machine and the code
     assert report["sets"]["mnist"]["count"] == 10_000  # the reference is never limited
     single, ensemble = report["models"]
     for name in [*names, "mnist"]:
@@ -172,6 +173,10 @@ def test_benchmark_runs_end_to_end_on_a_trained_checkpoint(trained_run, tmp_path
         assert 0 <= scores["unsure_rate"] <= 1 and len(scores["top_confusions"]) <= 5
         assert ensemble["sets"][name]["accuracy"] == scores["accuracy"]  # two copies of one model: the same answers
     assert 0 < single["threshold_for_max_unsure_usps"]["threshold"] < 1
+    # unipen_test's accuracy per contributing institution adds up to the whole set's
+    groups = single["groups"]["unipen_test"]
+    assert sum(g["count"] for g in groups.values()) == 60
+    assert sum(g["count"] * g["accuracy"] for g in groups.values()) / 60 == pytest.approx(single["sets"]["unipen_test"]["accuracy"])
     assert rows[0]["model"] == str(trained_run) and rows[1]["model"] == "pair" and "| pair |" in printed
     assert rows[1]["checkpoints"] == [str(trained_run)] * 2 and "| model | usps |" in printed
     assert out.with_suffix(".md").read_text().count("|") > 10

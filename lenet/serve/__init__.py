@@ -1,4 +1,4 @@
-"""REST API and drawing page for trained models: `lenet-serve --ckpt RUN_DIR [--ckpt RUN_DIR ...] [--port 8000]`.
+"""REST API and drawing page for trained models: `lenet-serve [--ckpt RUN_DIR ...] [--port 8000]` (default: the shipped model).
 
     POST /predict        one image: multipart form field `file`, or JSON {"image": "<base64>"}
     POST /predict/batch  several: multipart fields `files`, or JSON {"images": ["<base64>", ...]}

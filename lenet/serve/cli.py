@@ -1,4 +1,7 @@
-"""REST API and drawing page for trained models: `lenet-serve --ckpt RUN_DIR [--ckpt RUN_DIR ...] [--port 8000]`.
+"""REST API and drawing page for trained models: `lenet-serve [--ckpt RUN_DIR [--ckpt RUN_DIR ...]] [--port 8000]`.
+
+Without --ckpt it serves the model shipped inside the package (lenet/served/: LeNet-5 trained on
+MNIST and UNIPEN's writers, `experiment=served`).
 
 The command checks its arguments and loads the model(s) once, so a mistake is one line, then runs
 uvicorn, which makes the app in each worker process from settings passed through the environment.
@@ -39,9 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ckpt",
         action="append",
-        required=True,
-        help="run directory (uses checkpoints/best.ckpt), .ckpt file or exported .onnx file; repeat it, or separate with commas, "
-        "to serve an ensemble",
+        help="run directory (uses checkpoints/best.ckpt), .ckpt, exported .onnx or .safetensors file; repeat it, or separate with "
+        "commas, to serve an ensemble (default: the model shipped in the package)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="default: 8000")
@@ -68,8 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def checkpoint_names(parser: argparse.ArgumentParser, values: list[str]) -> list[str]:
-    """The models to serve, from the repeated or comma-separated --ckpt values."""
+def checkpoint_names(parser: argparse.ArgumentParser, values: list[str] | None) -> list[str]:
+    """The models to serve, from the repeated or comma-separated --ckpt values (none: the shipped model)."""
+    if values is None:
+        with imports_without_collector():
+            from lenet.inference import SERVED_WEIGHTS
+        return [str(SERVED_WEIGHTS)]
     names = [name for value in values for name in value.split(",") if name]
     if not names:
         parser.error("--ckpt needs a run directory or .ckpt file")

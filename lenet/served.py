@@ -1,0 +1,133 @@
+"""Ship a trained model as the one lenet-predict and lenet-serve read when given none: safetensors
+weights and a JSON card inside the package (lenet/served/).
+
+    python -m lenet.served outputs/<run> --figures benchmarks/results/served_model.json
+
+The card says what the weights are (the network, as an allow-listed spec, and the normalisation
+they expect), how the images must be prepared, what trained them (the recipe, the data and its
+attribution) and what they were measured to do. Loading (lenet.inference.load_weights) reads
+tensors and JSON only: nothing in either file can run code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+
+from lenet.inference import LOAD_ERRORS, SERVED_WEIGHTS, LoadedModel, load_model, load_problem
+
+CARD_FORMAT = "lenet-weights/1"
+MNIST_ATTRIBUTION = "MNIST (Y. LeCun, C. Cortes, C. J. C. Burges): the 60,000 training digits (54,000 train, 6,000 validation)"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def training_data(data_hparams: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The data a checkpoint was trained on, with the attribution each source asks for."""
+    from lenet.unipen import ATTRIBUTION, SPLIT_SEED
+
+    data = [{"name": data_hparams.get("dataset", "mnist"), "attribution": MNIST_ATTRIBUTION}]
+    if "unipen" in (data_hparams.get("sources") or []):
+        unipen = data_hparams.get("unipen") or {}
+        data.append({
+            "name": "unipen",
+            "attribution": ATTRIBUTION,
+            "licence": "CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/)",
+            "part": f"the training writers of lenet.unipen's writer split (seed {SPLIT_SEED}); its test writers never trained",
+            "weight": (data_hparams.get("weights") or {}).get("unipen", 1.0),
+            "renders": unipen.get("renders"),
+            "styles": unipen.get("styles"),
+        })  # fmt: skip
+    return data
+
+
+def card(models: Sequence[LoadedModel], figures: Mapping[str, Any] | None = None, recipe: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON card of one or more loaded checkpoints of one recipe (see the module docstring)."""
+    from lenet.models import count_parameters
+
+    preprocess = Path(__file__).with_name("preprocess.py")
+    first = models[0]
+    return {
+        "format": CARD_FORMAT,
+        "network": first.model_hparams["net"],
+        "members": len(models),  # an ensemble answers with the mean of its members' probabilities
+        "parameters": count_parameters(first.net),
+        "dataset": first.dataset,  # its mean and std normalise the prepared images (lenet.datasets)
+        "preprocessing": {
+            "function": "lenet.preprocess.prepare_image",
+            "output": "(1, 28, 28) float in 0..1, light ink on black, the digit in a 20 px box centred by mass (MNIST's geometry)",
+            "source_sha256": _sha256(preprocess),
+        },
+        "training": {
+            "checkpoints_sha256": [_sha256(model.checkpoint_path) for model in models],
+            "recipe": dict(recipe or {}),
+            "data": training_data(first.data_hparams),
+            "epochs": len(first.history),
+        },
+        "figures": dict(figures or {}),
+    }
+
+
+def ship(models: Sequence[LoadedModel], weights_path: str | Path = SERVED_WEIGHTS, figures: Mapping[str, Any] | None = None,
+         recipe: Mapping[str, Any] | None = None) -> Path:  # fmt: skip
+    """Write the networks of `models` (one, or an ensemble's members, weights then named `<i>.<name>`) as
+    `weights_path` (safetensors) and their card beside it (.json)."""
+    if len({json.dumps(model.model_hparams["net"], sort_keys=True) for model in models}) != 1:
+        raise ValueError("an ensemble to ship must be of one network: its card names a single one")
+    weights_path = Path(weights_path)
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for i, model in enumerate(models):
+        prefix = "" if len(models) == 1 else f"{i}."
+        tensors.update({prefix + key: value.detach().to("cpu").contiguous() for key, value in model.net.state_dict().items()})
+    save_file(tensors, str(weights_path), metadata={"format": CARD_FORMAT})
+    weights_path.with_suffix(".json").write_text(json.dumps(card(models, figures, recipe), indent=2) + "\n")
+    return weights_path
+
+
+def model_figures(results_path: Path, model: str) -> dict[str, Any]:
+    """The accuracy of `model` (a row's name or checkpoint) on each set of a benchmarks/real_digits.py results file."""
+    results = json.loads(results_path.read_text())
+    rows = results.get("models") or results.get("rows") or []
+    row = next((r for r in rows if model in (r["model"], ",".join(r.get("checkpoints", [])))), None)
+    if row is None:
+        raise ValueError(f"{results_path} has no row for {model}: its rows are {[r['model'] for r in rows]}")
+    figures = {name: round(scores["accuracy"], 4) for name, scores in row["sets"].items()}
+    if "usps" in row["sets"]:
+        figures["usps_unsure_rate"] = round(row["sets"]["usps"]["unsure_rate"], 4)
+    figures["measured_by"] = f"benchmarks/real_digits.py ({results.get('facts', {}).get('date', 'date unknown')})"
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lenet.served", description="Ship a checkpoint as the package's served model.")
+    parser.add_argument("checkpoints", nargs="+", help="run directories or .ckpt files (trained with experiment=served); several: an ensemble")
+    parser.add_argument("--out", type=Path, default=SERVED_WEIGHTS, help=f"weights file (default: {SERVED_WEIGHTS})")
+    parser.add_argument("--figures", type=Path, help="a benchmarks/real_digits.py results JSON with a row for this checkpoint")
+    parser.add_argument("--model", help="the row's name in --figures (default: the checkpoints' paths, comma-joined)")
+    args = parser.parse_args(argv)
+    try:
+        models = [load_model(path) for path in args.checkpoints]
+    except LOAD_ERRORS as error:
+        print(f"lenet.served: {load_problem(error, args.checkpoints)}", file=sys.stderr)
+        return 2
+    figures = model_figures(args.figures, args.model or ",".join(args.checkpoints)) if args.figures else {}
+    from lenet.experiment import recipe  # Lightning is imported only to name the recipe
+
+    first = models[0]
+    path = ship(models, args.out, figures, recipe(first.model_hparams, first.data_hparams, epochs=len(first.history)))
+    print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
