@@ -12,7 +12,7 @@ augmentations are applied through `apply(transform, images, labels)`. Selected b
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -384,10 +384,13 @@ class RandomApply:
 
 
 class Compose:
-    """Apply several augmentations in order (e.g. elastic, then affine)."""
+    """Apply several augmentations in order (e.g. elastic, then affine). `transforms` is a list, or a
+    mapping of named steps in order whose None entries are left out, so that a config can compose on
+    another one by filling in or replacing a step by name (conf/augment/robust_styles.yaml)."""
 
-    def __init__(self, transforms: Sequence) -> None:
-        self.transforms = list(transforms)
+    def __init__(self, transforms: Sequence | Mapping) -> None:
+        steps = transforms.values() if isinstance(transforms, Mapping) else transforms
+        self.transforms = [step for step in steps if step is not None]
 
     @property
     def needs_labels(self) -> bool:

@@ -265,7 +265,8 @@ def _augmentation_name(spec: Any) -> str:
     if not spec:
         return "none"
     if spec.get("_target_", "").endswith(".Compose"):
-        parts = [_augmentation_name(part) for part in spec.get("transforms", [])]
+        steps = spec.get("transforms") or []
+        parts = [_augmentation_name(part) for part in (steps.values() if isinstance(steps, Mapping) else steps)]
         return " + ".join(part for part in parts if part != "none") or "none"
     if spec.get("_target_", "").endswith(".RandomApply"):
         return f"{_augmentation_name(spec.get('transform'))} (p={spec.get('p')})" if spec.get("p") else "none"
