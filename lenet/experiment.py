@@ -25,13 +25,14 @@ from omegaconf import DictConfig, OmegaConf
 from lenet.callbacks import History
 from lenet.config import ConfigError
 from lenet.data import MNISTDataModule
-from lenet.evaluation import Evaluation, evaluate, score
+from lenet.evaluation import evaluate, score
 from lenet.inference import load_model, read_checkpoint
 from lenet.metrics import SUMMARY_METRICS
+from lenet.geometry import IMAGE_SIZE
 from lenet.models import count_parameters
 from lenet.module import build_optimization, distill_settings
 from lenet.registry import check_config_targets
-from lenet.report import write_evaluation_report
+from lenet.report import RunSummary, write_report
 
 
 @contextmanager
@@ -111,12 +112,12 @@ def warm_up_gpu(model: L.LightningModule, datamodule: MNISTDataModule, trainer: 
         return
     net = copy.deepcopy(model.net).to(device)
     optimizer, _ = build_optimization(net.parameters(), model.hparams.optimizer, None, 0)
-    images = torch.zeros(datamodule.hparams.batch_size, 1, 28, 28, device=device)
+    images = torch.zeros(datamodule.hparams.batch_size, 1, IMAGE_SIZE, IMAGE_SIZE, device=device)
     loss = F.cross_entropy(net(images), torch.zeros(len(images), dtype=torch.long, device=device))
     loss.backward()
     optimizer.step()
     with torch.no_grad():
-        net(torch.zeros(datamodule.hparams.eval_batch_size, 1, 28, 28, device=device))
+        net(torch.zeros(datamodule.hparams.eval_batch_size, 1, IMAGE_SIZE, IMAGE_SIZE, device=device))
     torch.cuda.synchronize(device)
 
 
@@ -145,33 +146,42 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not trainer.is_global_zero:  # DDP: rank 0 alone writes the report
         return {}
 
-    facts = {
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "fit_seconds": round(fit_seconds, 2),
-        "test_seconds": round(test_seconds, 2),
-        "fit_started_at": round(fit_started_at, 3),  # Unix time: start-up is the time from launch to here
-        "parameters": count_parameters(model.net),
-        "best_checkpoint": str(Path(best).resolve()),
-        "best_val_acc": float(checkpointing.best_model_score) if checkpointing.best_model_score is not None else None,
-        "world_size": trainer.world_size,
-        **source_val,
-    }
+    summary = RunSummary(
+        evaluation=score(*model.test_outputs),  # what trainer.test predicted: one source for the test metrics
+        test_images=datamodule.splits["test"][0],
+        dataset=datamodule.hparams.dataset,
+        training_recipe=recipe(model.hparams, datamodule.hparams, epochs=trainer.current_epoch, seed=cfg.seed),
+        run_details={
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "fit_seconds": round(fit_seconds, 2),
+            "test_seconds": round(test_seconds, 2),
+            "fit_started_at": round(fit_started_at, 3),  # Unix time: start-up is the time from launch to here
+            "parameters": count_parameters(model.net),
+            "best_checkpoint": str(Path(best).resolve()),
+            "best_val_acc": float(checkpointing.best_model_score) if checkpointing.best_model_score is not None else None,
+            "world_size": trainer.world_size,
+            **source_val,
+        },
+        history=history,
+        step=trainer.global_step,
+    )
     logger = trainer.logger
-    tensorboard = logger.experiment if logger else None
-    # The report is made from what trainer.test predicted: one source for the test metrics.
-    evaluation = score(*model.test_outputs)
-    settings = recipe(model.hparams, datamodule.hparams, epochs=trainer.current_epoch, seed=cfg.seed)
-    metrics = _report(evaluation, datamodule, run_dir, history, facts, tensorboard, trainer.global_step, settings, cfg.figures)
+    metrics = write_report(summary, run_dir, tensorboard=logger.experiment if logger else None, figures=cfg.figures)
     if logger:
         test_loss = trainer.callback_metrics.get("test/loss")
         results = {**metrics, "test/loss": float(test_loss) if test_loss is not None else None}
-        # Under their own names: logged as test/acc they would add a second point at step 0.
-        objective = cfg.get("optimized_metric")  # what a sweep optimises, beside the test results
-        keys = [*HPARAM_METRICS, *([objective] if objective and objective not in HPARAM_METRICS else [])]
-        logger.log_hyperparams(settings, {f"hparams/{k.replace('/', '_')}": results[k] for k in keys if results.get(k) is not None})
+        log_hparams(logger, summary.training_recipe, results, objective=cfg.get("optimized_metric"))
         logger.finalize("success")
     return metrics
+
+
+def log_hparams(logger, training_recipe: dict[str, Any], results: dict[str, Any], objective: str | None) -> None:
+    """TensorBoard's HPARAMS tab: the recipe, and the results' HPARAM_METRICS with the `objective` a sweep
+    optimises (cfg.optimized_metric)."""
+    keys = [*HPARAM_METRICS, *([objective] if objective and objective not in HPARAM_METRICS else [])]
+    # Under their own names: logged as test/acc they would add a second point at step 0.
+    logger.log_hyperparams(training_recipe, {f"hparams/{k.replace('/', '_')}": results[k] for k in keys if results.get(k) is not None})
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
@@ -189,29 +199,25 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter
 
         tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
-    facts = {
-        "evaluated_checkpoint": str(loaded.checkpoint_path.resolve()),
-        "parameters": count_parameters(loaded.net),
-        "epochs": len(loaded.history),
-    }
     images, labels = datamodule.splits["test"]
-    evaluation = evaluate(loaded, images, labels)
-    settings = recipe(loaded.model_hparams, loaded.data_hparams, epochs=len(loaded.history))
-    metrics = _report(evaluation, datamodule, run_dir, loaded.history, facts, tensorboard, 0, settings, cfg.figures)
+    summary = RunSummary(
+        evaluation=evaluate(loaded, images, labels),
+        test_images=images,
+        dataset=datamodule.hparams.dataset,
+        training_recipe=recipe(loaded.model_hparams, loaded.data_hparams, epochs=len(loaded.history)),
+        run_details={
+            "evaluated_checkpoint": str(loaded.checkpoint_path.resolve()),
+            "parameters": count_parameters(loaded.net),
+            "epochs": len(loaded.history),
+        },
+        history=loaded.history,
+    )
+    metrics = write_report(summary, run_dir, tensorboard=tensorboard, figures=cfg.figures)
     if tensorboard is not None:
         for key in (f"test/{name}" for name in SUMMARY_METRICS):
             tensorboard.add_scalar(key, metrics[key])
         tensorboard.close()
     return metrics
-
-
-def _report(evaluation: Evaluation, datamodule, run_dir, history, facts, tensorboard, step, settings, figures) -> dict[str, Any]:
-    images, _ = datamodule.splits["test"]
-    return write_evaluation_report(
-        evaluation, images, run_dir, history, facts, tensorboard,
-        title=f"{settings['network']} on {datamodule.hparams.dataset} (official test set)", step=step, recipe=settings,
-        figures=figures,
-    )
 
 
 # What TensorBoard's HPARAMS tab shows for each run, beside the recipe: the objective a sweep
