@@ -122,8 +122,34 @@ def warm_up_gpu(model: L.LightningModule, datamodule: MNISTDataModule, trainer: 
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    run_dir = Path(cfg.run_dir)
+    """Fit and test a model as cfg says, then write the run's report into cfg.run_dir; returns its metrics."""
     datamodule, model, trainer = prepare_training(cfg)
+    run_details, history = fit_and_test(cfg, datamodule, model, trainer)
+    if not trainer.is_global_zero:  # DDP: rank 0 alone writes the report
+        return {}
+    summary = RunSummary(
+        evaluation=score(*model.test_outputs),  # what trainer.test predicted: one source for the test metrics
+        test_images=datamodule.splits["test"][0],
+        dataset=datamodule.hparams.dataset,
+        training_recipe=recipe(model.hparams, datamodule.hparams, epochs=trainer.current_epoch, seed=cfg.seed),
+        run_details=run_details,
+        history=history,
+        step=trainer.global_step,
+    )
+    logger = trainer.logger
+    metrics = write_report(summary, cfg.run_dir, tensorboard=logger.experiment if logger else None, figures=cfg.figures)
+    if logger:
+        test_loss = trainer.callback_metrics.get("test/loss")
+        results = {**metrics, "test/loss": float(test_loss) if test_loss is not None else None}
+        log_hparams(logger, summary.training_recipe, results, objective=cfg.get("optimized_metric"))
+        logger.finalize("success")
+    return metrics
+
+
+def fit_and_test(
+    cfg: DictConfig, datamodule: MNISTDataModule, model: L.LightningModule, trainer: L.Trainer
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Fit, then test the best checkpoint: (the run's details for its report, its per-epoch history)."""
     fit_started_at, started = time.time(), time.perf_counter()
     with warnings.catch_warnings():
         if (cfg.trainer.get("check_val_every_n_epoch") or 1) > 1:
@@ -143,37 +169,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
     test_seconds = time.perf_counter() - started
-    if not trainer.is_global_zero:  # DDP: rank 0 alone writes the report
-        return {}
-
-    summary = RunSummary(
-        evaluation=score(*model.test_outputs),  # what trainer.test predicted: one source for the test metrics
-        test_images=datamodule.splits["test"][0],
-        dataset=datamodule.hparams.dataset,
-        training_recipe=recipe(model.hparams, datamodule.hparams, epochs=trainer.current_epoch, seed=cfg.seed),
-        run_details={
-            "epochs": trainer.current_epoch,
-            "global_step": trainer.global_step,
-            "fit_seconds": round(fit_seconds, 2),
-            "test_seconds": round(test_seconds, 2),
-            "fit_started_at": round(fit_started_at, 3),  # Unix time: start-up is the time from launch to here
-            "parameters": count_parameters(model.net),
-            "best_checkpoint": str(Path(best).resolve()),
-            "best_val_acc": float(checkpointing.best_model_score) if checkpointing.best_model_score is not None else None,
-            "world_size": trainer.world_size,
-            **source_val,
-        },
-        history=history,
-        step=trainer.global_step,
-    )
-    logger = trainer.logger
-    metrics = write_report(summary, run_dir, tensorboard=logger.experiment if logger else None, figures=cfg.figures)
-    if logger:
-        test_loss = trainer.callback_metrics.get("test/loss")
-        results = {**metrics, "test/loss": float(test_loss) if test_loss is not None else None}
-        log_hparams(logger, summary.training_recipe, results, objective=cfg.get("optimized_metric"))
-        logger.finalize("success")
-    return metrics
+    run_details = {
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "fit_seconds": round(fit_seconds, 2),
+        "test_seconds": round(test_seconds, 2),
+        "fit_started_at": round(fit_started_at, 3),  # Unix time: start-up is the time from launch to here
+        "parameters": count_parameters(model.net),
+        "best_checkpoint": str(Path(best).resolve()),
+        "best_val_acc": float(checkpointing.best_model_score) if checkpointing.best_model_score is not None else None,
+        "world_size": trainer.world_size,
+        **source_val,
+    }
+    return run_details, history
 
 
 def log_hparams(logger, training_recipe: dict[str, Any], results: dict[str, Any], objective: str | None) -> None:
