@@ -88,7 +88,9 @@ def render_digit(digit: PenDigit, style: str, rng: np.random.Generator) -> np.nd
 
 
 def _render_many(job: tuple[Sequence[PenDigit], Sequence[int], int, Mapping[str, float], int]) -> tuple[np.ndarray, list[list[str]]]:
-    """Worker: every render of a chunk of digits. A refused render is drawn again from the next stream."""
+    """Worker: every render of a chunk of digits. A render that preparation refuses (a pencil line too faint,
+    say) is drawn again from the next stream, at last with the page's pen; a digit even that cannot draw is
+    damaged data."""
     digits, indices, renders, styles, seed = job
     images = np.zeros((len(digits), renders, 28, 28), np.uint8)
     chosen = []
@@ -96,12 +98,14 @@ def _render_many(job: tuple[Sequence[PenDigit], Sequence[int], int, Mapping[str,
         names = []
         for render in range(renders):
             style = style_of(styles, seed, index, render)
-            for attempt in range(4):
-                image = render_digit(digit, style, np.random.default_rng([seed, index, render, 0, attempt]))
+            for attempt, drawn_as in enumerate([style] * 4 + ["page"]):
+                image = render_digit(digit, drawn_as, np.random.default_rng([seed, index, render, 0, attempt]))
                 if image is not None:
-                    images[row, render] = image
                     break
-            names.append(style)
+            if image is None:
+                raise UnipenError(f"{digit.source}: no drawing of this digit holds readable ink: the segment is damaged.")
+            images[row, render] = image
+            names.append(drawn_as)
         chosen.append(names)
     return images, chosen
 

@@ -224,3 +224,13 @@ def test_the_real_folder_reads_as_its_readme_says() -> None:
     assert len({d.contributor for d in digits}) == 13 and len({d.writer for d in digits}) == 221
     test_writers = {d.writer for d in parts["test"]}
     assert 40 <= len(test_writers) <= 50 and not test_writers & {d.writer for d in parts["train"]}
+
+
+def test_a_refused_drawing_is_drawn_again_at_last_with_the_page_pen(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = unipen_images.render_digit
+    monkeypatch.setattr(unipen_images, "render_digit", lambda digit, style, rng: None if style == "pencil" else real(digit, style, rng))
+    images, chosen = unipen_images.render_all([PenDigit(7, SEVEN, "c/w", "f:1")], 2, {"pencil": 1.0}, seed=0, workers=1)
+    assert chosen == [["page", "page"]] and (images.reshape(2, -1).max(axis=1) > 0).all()
+    monkeypatch.setattr(unipen_images, "render_digit", lambda digit, style, rng: None)
+    with pytest.raises(UnipenError, match=r"f:1: no drawing of this digit holds readable ink"):
+        unipen_images.render_all([PenDigit(7, SEVEN, "c/w", "f:1")], 1, {"page": 1.0}, seed=0, workers=1)
