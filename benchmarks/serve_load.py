@@ -65,22 +65,23 @@ def pad_pngs(count: int) -> list[tuple[bytes, int]]:
     return pngs
 
 
-def multipart(data: bytes) -> tuple[bytes, str]:
-    """A multipart/form-data body with the image in the field `file`, and its content type."""
+def multipart(data: bytes, fields: dict[str, str] | None = None) -> tuple[bytes, str]:
+    """A multipart/form-data body with the image in the field `file` (after the text `fields`), and its content type."""
     boundary = "lenetloadtestboundary"
-    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="digit.png"\r\nContent-Type: image/png\r\n\r\n'
+    head = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n' for name, value in (fields or {}).items())
+    head += f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="digit.png"\r\nContent-Type: image/png\r\n\r\n'
     return head.encode() + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def start_server(checkpoint: str, workers: int, native: bool = False) -> tuple[subprocess.Popen, str]:
-    """`lenet-serve` on a free 127.0.0.1 port, once /healthz answers (its stderr in a temporary file,
-    so a chatty server never blocks on a full pipe)."""
+def start_server(checkpoint: str, workers: int, native: bool = False, options: list[str] = ()) -> tuple[subprocess.Popen, str]:
+    """`lenet-serve` (with `options` more) on a free 127.0.0.1 port, once /healthz answers (its stderr
+    in a temporary file, so a chatty server never blocks on a full pipe)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     script = Path(sys.executable).with_name("lenet-serve")
     command = [str(script), "--ckpt", checkpoint, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    command += ["--native"] if native else []
+    command += (["--native"] if native else []) + list(options)
     log = tempfile.TemporaryFile("w+")
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -94,6 +95,30 @@ def start_server(checkpoint: str, workers: int, native: bool = False) -> tuple[s
     server.kill()
     log.seek(0)
     raise SystemExit(f"lenet-serve did not start: {log.read()[-2000:]}")
+
+
+def post(connection: http.client.HTTPConnection, path: str, body: bytes, content_type: str) -> tuple[int, bytes, str]:
+    """One POST on a keep-alive connection: (status, body, a line for the log); status 0 for a
+    transport error, after which the connection is closed (it reconnects on the next request)."""
+    try:
+        connection.request("POST", path, body, {"Content-Type": content_type})
+        response = connection.getresponse()
+        text = response.read()
+        return response.status, text, f"HTTP {response.status}: {text[:200]!r}"
+    except (OSError, http.client.HTTPException) as error:
+        connection.close()
+        return 0, b"", f"{type(error).__name__}: {error}"
+
+
+def in_threads(client, clients: int) -> float:
+    """client(0) ... client(clients - 1), each in its own thread, all at once: the seconds they took."""
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
 
 
 def run_load(url: str, pngs: list[tuple[bytes, int]], requests: int, clients: int) -> dict:
@@ -112,31 +137,18 @@ def run_load(url: str, pngs: list[tuple[bytes, int]], requests: int, clients: in
             for i in range(shares[number]):
                 body, content_type, label = bodies[(number * 31 + i) % len(bodies)]
                 started = time.perf_counter()
-                try:
-                    connection.request("POST", "/predict", body, {"Content-Type": content_type})
-                    response = connection.getresponse()
-                    text = response.read()
-                    ok, detail = response.status == 200, f"HTTP {response.status}: {text[:200]!r}"
-                except (OSError, http.client.HTTPException) as error:
-                    connection.close()  # reconnects on the next request
-                    ok, detail = False, f"{type(error).__name__}: {error}"
+                status, text, detail = post(connection, "/predict", body, content_type)
                 elapsed = time.perf_counter() - started
                 with lock:
                     latencies.append(elapsed)
-                    if ok:
+                    if status == 200:
                         correct += json.loads(text)["digit"] == label
                     else:
                         failures.append(detail)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
+    seconds = in_threads(client, clients)
     quantiles = statistics.quantiles(latencies, n=100)
     return {
         "seconds": seconds,

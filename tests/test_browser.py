@@ -12,9 +12,11 @@ import base64
 import io
 import math
 import os
+import queue
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -437,3 +439,84 @@ def test_phone_viewport(open_page):
     preview = page.locator("#preview").bounding_box()
     assert page.locator("#preview").is_visible() and preview["y"] + preview["height"] <= height, "the model's view is below the screen"
     assert page.evaluate("window.scrollY") == 0  # drawing did not scroll the page
+
+# ----------------------------------------------------------------------------- corrections (lenet-serve --collect)
+
+
+@pytest.fixture(scope="module")
+def collecting_server(synthetic_run, tmp_path_factory):
+    """`lenet-serve --collect` with a model trained briefly on synthetic digits, on a free loopback port:
+    (its URL, its corrections database), once uvicorn says its start-up is complete."""
+    database = tmp_path_factory.mktemp("collect") / "corrections.db"
+    port = free_port()
+    command = [sys.executable, "-m", "lenet.serve", "--ckpt", str(synthetic_run), "--collect", str(database),
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str | None] = queue.Queue()  # the server's output, read on (a full pipe would stall it)
+    threading.Thread(target=lambda: [*map(lines.put, process.stdout), lines.put(None)], daemon=True).start()
+    output: list[str] = []
+    try:
+        deadline = time.monotonic() + 180  # importing torch on a busy CI machine can take a while
+        while not output or "Application startup complete" not in output[-1]:
+            try:
+                line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                pytest.fail(f"lenet-serve --collect did not start within 180 s:\n{''.join(output)}")
+            if line is None:
+                pytest.fail(f"lenet-serve --collect exited with {process.wait()}:\n{''.join(output)}")
+            output.append(line)
+        yield f"http://127.0.0.1:{port}", database
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_wrong_answer_buttons_send_the_right_label(collecting_server, browser):
+    """With collection on, the page says drawings are kept, and a button under the answer stores the
+    drawing with that label (and the writer's tag): read back from the database."""
+    from lenet.corrections import NOT_A_DIGIT, CorrectionStore
+
+    url, database = collecting_server
+    context = browser.new_context(**DESKTOP)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(url)
+    page.wait_for_function("document.body.dataset.collecting === 'on'")
+    assert page.locator("#kept").is_visible() and "keeps the drawings you correct" in page.locator("#kept").inner_text()
+    assert not page.locator("#correct").is_visible()  # nothing to correct yet
+
+    before = drawn(page)
+    draw(page, STROKES[7])
+    answer = shown(page, before)
+    assert page.locator("#correct").is_visible() and page.locator("#correct-label").inner_text() == "Wrong? It was:"
+    page.fill("#writer", "page test")
+    page.click('#correct button[data-label="3"]')
+    page.wait_for_function("document.getElementById('correct-says').textContent !== ''")
+    assert page.locator("#correct-says").inner_text() == "Thank you: kept as a 3."
+    assert page.locator('#correct button[data-label="3"]').is_disabled()  # one correction per answer
+    screenshot(page, "corrected")
+
+    page.click("#clear")
+    assert not page.locator("#correct").is_visible()
+    before = drawn(page)
+    draw(page, SCRIBBLE)
+    shown(page, before)
+    page.click('#correct button[data-label="not_a_digit"]')
+    page.wait_for_function("document.getElementById('correct-says').textContent !== ''")
+    assert page.locator("#correct-says").inner_text() == "Thank you: kept as not a digit."
+    context.close()
+    assert errors == [], f"script errors on the page: {errors}"
+
+    rows = CorrectionStore(database, create=False).rows()
+    assert [(row.label, row.writer) for row in rows] == [(3, "page test"), (NOT_A_DIGIT, "page test")]
+    assert rows[0].predicted == int(answer["digit"]) and rows[0].upload.startswith(b"\x89PNG")
+
+
+def test_corrections_are_offered_only_when_collecting(open_page):
+    page = open_page()
+    page.wait_for_function("document.body.dataset.collecting === 'off'")
+    before = drawn(page)
+    draw(page, STROKES[7])
+    shown(page, before)
+    assert not page.locator("#correct").is_visible() and not page.locator("#kept").is_visible()

@@ -3,7 +3,9 @@
     POST /predict        one image: multipart form field `file`, or JSON {"image": "<base64>"}
     POST /predict/batch  several: multipart fields `files`, or JSON {"images": ["<base64>", ...]}
                          (both: `?preview=true` adds `preprocessed_png`, the 28x28 image the model saw)
-    GET  /healthz        liveness and the checkpoints served
+    POST /feedback       the right label for a misread image (`file`/`image`, or `prediction_id`, and `label`),
+                         kept in SQLite with `--collect FILE` (lenet.corrections); 404 without it
+    GET  /healthz        liveness, the checkpoints served, whether corrections are collected
     GET  /               the drawing page (lenet/static/); GET /docs the OpenAPI docs, served from this machine
 
 Every image goes through `lenet.preprocess.prepare_image`, the one path shared with `lenet-predict`;
@@ -15,7 +17,7 @@ images in number and decoded pixels (413), and the decoding work in flight in ea
 request head does not arrive within seconds are closed.
 
 The modules: app (create_app and the routes), limits (the bounds above), schemas (what goes in and
-out), errors (the JSON errors), images (images -> answers), cli (the command). It needs the serve
+out), errors (the JSON errors), images (images -> answers), feedback (POST /feedback), cli (the command). It needs the serve
 extra (pip install "lenet[serve]"). torch, Pillow and the model code are imported when the app is
 created, and FastAPI when one of the names below is first used, so `import lenet.serve` is instant
 and `lenet-serve` without the extra says so in one line.

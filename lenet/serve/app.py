@@ -1,6 +1,6 @@
-"""The FastAPI app: POST /predict and /predict/batch (each a JSON route and a multipart route on one
-path), GET /healthz, the drawing page and /docs. `create_app` puts it together; the routes are plain
-functions that read the app's settings, model and limits from `request.app.state`."""
+"""The FastAPI app: POST /predict, /predict/batch and /feedback (each a JSON route and a multipart
+route on one path), GET /healthz, the drawing page and /docs. `create_app` puts it together; the
+routes are plain functions that read the app's settings, model and limits from `request.app.state`."""
 
 from __future__ import annotations
 
@@ -22,13 +22,16 @@ from starlette.datastructures import Headers, State
 from starlette.routing import Match
 from starlette.types import Scope
 
-from lenet.serve.errors import HOW_TO_SEND, add_error_handlers, error_status
-from lenet.serve.images import predict_images, read_images
+from lenet.serve.errors import add_error_handlers, error_status, how_to_send
+from lenet.serve.feedback import RecentPredictions, collecting, feedback_form, feedback_json, model_id
+from lenet.serve.images import decoded, predict_images
 from lenet.serve.limits import (
     BODY_TIMEOUT_S, DECODE_BUDGET_PIXELS, MAX_BATCH, MAX_REQUEST_PIXELS, MAX_UPLOAD_BYTES, BodyLimits, DecodeBudget,
     body_limit,
 )
-from lenet.serve.schemas import ERROR_RESPONSES, BatchIn, BatchOut, ErrorOut, HealthOut, ImageIn, PredictionOut, Preview
+from lenet.serve.schemas import (
+    ERROR_RESPONSES, FEEDBACK_RESPONSES, BatchIn, BatchOut, ErrorOut, FeedbackOut, HealthOut, ImageIn, PredictionOut, Preview,
+)
 
 STATIC = Path(__file__).resolve().parents[1] / "static"  # lenet/static: the drawing page
 
@@ -46,6 +49,9 @@ class Settings:
     decode_budget_pixels: int
     device: str
     native: bool
+    collect: str | None  # the corrections database (lenet.corrections), or None: POST /feedback is off
+    collect_max_rows: int
+    collect_max_bytes: int
 
     @property
     def request_pixel_limit(self) -> int:
@@ -62,9 +68,13 @@ def create_app(
     decode_budget_pixels: int = DECODE_BUDGET_PIXELS,
     device: str = "cpu",
     native: bool = False,
+    collect: str | Path | None = None,
+    collect_max_rows: int | None = None,
+    collect_max_bytes: int | None = None,
 ) -> FastAPI:
     """The API and page for one checkpoint or an ensemble of several (run directories or .ckpt files),
-    loaded when the app starts."""
+    loaded when the app starts; `collect` names the corrections database that turns POST /feedback on."""
+    from lenet.corrections import MAX_BYTES, MAX_ROWS
     from lenet.inference import UNSURE_BELOW  # imports torch: see lenet.serve's docstring
     from lenet.preprocess import MAX_PIXELS
 
@@ -78,6 +88,9 @@ def create_app(
         decode_budget_pixels=decode_budget_pixels,
         device=device,
         native=native,
+        collect=None if collect is None else str(collect),
+        collect_max_rows=MAX_ROWS if collect_max_rows is None else collect_max_rows,
+        collect_max_bytes=MAX_BYTES if collect_max_bytes is None else collect_max_bytes,
     )
     # Swagger UI's script and styles come from the swagger-ui-bundle package, not a CDN; ReDoc has
     # no such package, so /redoc is off (the schema itself is at /openapi.json).
@@ -93,6 +106,7 @@ def create_app(
     app.add_middleware(BodyLimits, max_bytes=body_limit(max_upload_bytes), timeout_s=body_timeout_s)
     add_error_handlers(app)
     add_predict_routes(app, max_batch)
+    add_feedback_routes(app)
     app.router.add_api_route("/healthz", healthz, methods=["GET"])
     app.router.add_api_route("/", page, methods=["GET"], include_in_schema=False)
     add_docs(app)
@@ -101,7 +115,9 @@ def create_app(
 
 @asynccontextmanager
 async def load_models(app: FastAPI):
-    """The app's lifespan: the model(s), a limiter for CPU work and the decode budget, made at start-up."""
+    """The app's lifespan: the model(s), a limiter for CPU work, the decode budget and, with collection
+    on, the corrections database and the recent answers, made at start-up."""
+    from lenet.corrections import CorrectionStore
     from lenet.inference import load_ensemble
 
     settings: Settings = app.state.settings
@@ -111,6 +127,11 @@ async def load_models(app: FastAPI):
     # the event loop, which answers /healthz, would wait behind them all.
     app.state.cpu = anyio.CapacityLimiter(os.cpu_count() or 1)
     app.state.budget = DecodeBudget(max(settings.decode_budget_pixels, settings.request_pixel_limit))
+    collecting = settings.collect is not None
+    app.state.corrections = (
+        CorrectionStore(settings.collect, settings.collect_max_rows, settings.collect_max_bytes) if collecting else None
+    )
+    app.state.recent = RecentPredictions() if collecting else None
     yield
 
 
@@ -147,7 +168,7 @@ async def require_multipart(request: Request) -> None:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "multipart/form-data":
         named = repr(content_type) if content_type else "(none)"
-        raise HTTPException(415, f"unsupported content type {named}: {HOW_TO_SEND}.")
+        raise HTTPException(415, f"unsupported content type {named}: {how_to_send(request.url.path)}.")
 
 
 async def predict_json(request: Request, body: ImageIn, preview: Preview = False) -> PredictionOut:
@@ -180,27 +201,15 @@ async def predict_batch(
 
 
 async def answer(state: State, items: list[bytes] | list[str], preview: bool) -> list[PredictionOut | Exception]:
-    """Uploads or base64 texts -> one answer each (a PredictionOut, or the image's ImageError). Only
-    waiting for the decode budget happens on the event loop; decoding base64 and reading image headers
-    run in the thread pool too, except the header of a single upload: tens of microseconds, where a
-    trip through the pool costs ~0.2 ms."""
+    """Uploads or base64 texts -> one answer each (a PredictionOut, or the image's ImageError); with
+    collection on, each answer gets an id that POST /feedback can name."""
     settings: Settings = state.settings
-    limit = settings.request_pixel_limit
-    if len(items) == 1 and isinstance(items[0], bytes):
-        images, pixels = read_images(items, settings.max_pixels, limit)
-    else:
-        images, pixels = await anyio.to_thread.run_sync(read_images, items, settings.max_pixels, limit, limiter=state.cpu)
-    if pixels > limit:
-        raise HTTPException(
-            413,
-            f"the images in this request hold over {limit:,} pixels, the limit per request ({pixels:,} in the "
-            "first of them): send fewer or smaller images (a digit needs only a few hundred pixels a side).",
-        )
-    async with state.budget.reserve(pixels):
-        return await anyio.to_thread.run_sync(
-            predict_images, state.model, images, settings.max_upload_bytes, settings.max_pixels, settings.unsure_below,
-            preview, limiter=state.cpu,
-        )  # fmt: skip
+    remember = state.recent.remember if state.recent is not None else None
+    work = partial(
+        predict_images, state.model, max_upload_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels,
+        unsure_below=settings.unsure_below, preview=preview, remember=remember,
+    )  # fmt: skip
+    return await decoded(state, items, work)
 
 
 async def answer_one(state: State, data: bytes | str, preview: bool) -> PredictionOut:
@@ -216,6 +225,17 @@ def batch_answer(results: list[PredictionOut | Exception]) -> BatchOut:
     )
 
 
+def add_feedback_routes(app: FastAPI) -> None:
+    """POST /feedback (lenet.serve.feedback), a JSON route and a multipart route like /predict's; both
+    answer 404 before reading anything else when collection is off."""
+    docs: dict[str, Any] = {"methods": ["POST"], "response_model": FeedbackOut, "responses": FEEDBACK_RESPONSES}
+    docs["description"] = "Keep the right label for an image the model misread (lenet-serve --collect)."
+    add = app.router.add_api_route
+    add("/feedback", feedback_json, route_class_override=JsonBodyRoute, dependencies=[Depends(collecting)], **docs)
+    add("/feedback", feedback_form, dependencies=[Depends(collecting), Depends(require_multipart)],
+        form_limits={"max_files": 1, "max_fields": 8}, **docs)  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- health, page and docs
 
 
@@ -224,10 +244,11 @@ async def healthz(request: Request) -> HealthOut:  # async: answered on the even
     members = getattr(state.model, "members", [state.model])
     return HealthOut(
         status="ok",
-        checkpoint=str(state.model.checkpoint_path),
+        checkpoint=model_id(state),
         checkpoints=[str(member.checkpoint_path) for member in members],
         max_upload_bytes=state.settings.max_upload_bytes,
         unsure_below=state.settings.unsure_below,
+        collecting=state.corrections is not None,
     )
 
 

@@ -1,4 +1,4 @@
-"""REST API and drawing page for trained models: `lenet-serve [--ckpt RUN_DIR [--ckpt RUN_DIR ...]] [--port 8000]`.
+"""REST API and drawing page for trained models: `lenet-serve [--ckpt RUN_DIR [--ckpt RUN_DIR ...]] [--port 8000] [--collect FILE]`.
 
 Without --ckpt it serves the model shipped inside the package (lenet/served/: LeNet-5 trained on
 MNIST and UNIPEN's writers, `experiment=served`).
@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from lenet.corrections import MAX_BYTES, MAX_ROWS, CorrectionsError, CorrectionStore
 from lenet.serve.app import create_app
 from lenet.serve.limits import MAX_HEAD_BYTES, MAX_UPLOAD_BYTES, HeadTimeoutH11, map_large_buffers_apart
 from lenet.startup import imports_without_collector
@@ -54,6 +55,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 1e6, help="largest image accepted, in MB (default: 5)")
     parser.add_argument(
+        "--collect", metavar="FILE",
+        help="keep the corrections sent to POST /feedback (and the page's 'Wrong?' buttons) in this SQLite file, "
+        "created when missing (default: off; see lenet-corrections)",
+    )  # fmt: skip
+    parser.add_argument("--collect-max-rows", type=int, default=MAX_ROWS, help=f"corrections kept at most (default: {MAX_ROWS:,})")
+    parser.add_argument(
+        "--collect-max-mb", type=float, default=MAX_BYTES / 1e6,
+        help=f"MB of images, uploads and tags kept at most (default: {MAX_BYTES / 1e6:g})",
+    )  # fmt: skip
+    parser.add_argument(
         "--unsure-below",
         type=float,
         default=None,
@@ -65,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--workers must be at least 1 and --port between 1 and 65535 (got {args.workers} and {args.port})")
     if not 0 < args.max_upload_mb <= 100:
         parser.error(f"--max-upload-mb must be above 0 and at most 100, got {args.max_upload_mb:g}")
+    if args.collect_max_rows < 1 or args.collect_max_mb <= 0:
+        parser.error(f"--collect-max-rows and --collect-max-mb must be above 0 (got {args.collect_max_rows} and {args.collect_max_mb:g})")
     if args.unsure_below is not None and not 0 <= args.unsure_below <= 1:
         parser.error(f"--unsure-below is a probability between 0 and 1, got {args.unsure_below:g}")
     return args
@@ -84,7 +97,7 @@ def checkpoint_names(parser: argparse.ArgumentParser, values: list[str] | None) 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    problem = model_problem(args.ckpt, args.native)
+    problem = model_problem(args.ckpt, args.native) or collect_problem(args.collect)
     if problem:
         print(f"lenet-serve: {problem}", file=sys.stderr)
         return 2
@@ -106,6 +119,17 @@ def model_problem(names: list[str], native: bool) -> str | None:
     return None
 
 
+def collect_problem(path: str | None) -> str | None:
+    """Open the corrections database once here (made when missing), so a damaged or foreign file is one line."""
+    if path is None:
+        return None
+    try:
+        CorrectionStore(path)
+    except CorrectionsError as error:
+        return str(error)
+    return None
+
+
 def app_settings(args: argparse.Namespace) -> dict[str, Any]:
     """create_app's arguments for the workers: only those the command line sets, the rest left to its defaults."""
     settings: dict[str, Any] = {
@@ -116,6 +140,10 @@ def app_settings(args: argparse.Namespace) -> dict[str, Any]:
         settings["unsure_below"] = args.unsure_below
     if args.native:
         settings["native"] = True
+    if args.collect:
+        settings["collect"] = str(Path(args.collect).resolve())
+        settings["collect_max_rows"] = args.collect_max_rows
+        settings["collect_max_bytes"] = int(args.collect_max_mb * 1e6)
     return settings
 
 

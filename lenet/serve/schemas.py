@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt, StrictStr
 
 from lenet.serve.limits import MAX_BATCH
 
@@ -27,6 +27,7 @@ class PredictionOut(BaseModel):
     runner_up: int = Field(description="the second most likely digit")
     runner_up_confidence: float
     unsure: bool = Field(description="confidence below the server's threshold: show the runner-up too")
+    id: str | None = Field(None, description="with --collect: this answer's id, for POST /feedback's prediction_id")
     preprocessed_png: str | None = Field(None, description="with ?preview=true: base64 PNG of the 28x28 image the model saw")
 
 
@@ -45,17 +46,42 @@ class HealthOut(BaseModel):
     checkpoints: list[str]
     max_upload_bytes: int
     unsure_below: float
+    collecting: bool = Field(description="POST /feedback keeps corrections (lenet-serve --collect)")
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorOut, "description": description}
-    for status, description in {
-        400: "unreadable image, bad base64, bad JSON or form",
-        408: "the body did not arrive in time",
-        413: "too many bytes, pixels or images",
-        415: "neither multipart/form-data nor application/json",
-        422: "no digit in the image",
-        503: "busy: retry after the seconds in Retry-After",
-    }.items()
-}
+class FeedbackIn(BaseModel):
+    # Strict: pydantic would take true as 1 and 7.0 as 7.
+    label: StrictInt | StrictStr = Field(description='the right answer: 0 to 9, or "not_a_digit"')
+    image: str | None = Field(None, description="the image, as in ImageIn.image; or else prediction_id")
+    prediction_id: str | None = Field(None, description="the id of the answer this corrects (PredictionOut.id)")
+    writer: str | None = Field(None, description="an optional tag for the writer, up to 64 characters of plain text")
+
+
+class FeedbackOut(BaseModel):
+    id: int = Field(description="the correction's row in the database")
+    label: int | str = Field(description='0 to 9, or "not_a_digit"')
+    predicted: int = Field(description="the model's answer for the image")
+    confidence: float
+    upload_kept: bool = Field(description="the original upload was stored as well (it is not when large or sent by id)")
+
+
+def documented(errors: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """Error statuses and when they happen -> a route's `responses` in the OpenAPI docs."""
+    return {status: {"model": ErrorOut, "description": description} for status, description in errors.items()}
+
+
+ERROR_RESPONSES = documented({
+    400: "unreadable image, bad base64, bad JSON or form",
+    408: "the body did not arrive in time",
+    413: "too many bytes, pixels or images",
+    415: "neither multipart/form-data nor application/json",
+    422: "no digit in the image",
+    503: "busy: retry after the seconds in Retry-After",
+})  # fmt: skip
+FEEDBACK_RESPONSES = ERROR_RESPONSES | documented({
+    400: "bad label or writer tag, neither an image nor a prediction_id or both, unreadable image, bad JSON or form",
+    404: "collection is off (lenet-serve without --collect), or the prediction_id is not known to this server",
+    503: "busy (retry after Retry-After), or the corrections database cannot be used: see detail",
+    507: "the corrections database is at its row or byte limit",
+})  # fmt: skip
 Preview = Annotated[bool, Query(description="also return preprocessed_png, the 28x28 image the model saw")]

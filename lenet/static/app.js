@@ -1,4 +1,5 @@
-// The drawing page's logic: pointer drawing on a canvas, live predictions from POST /predict.
+// The drawing page's logic: pointer drawing on a canvas, live predictions from POST /predict, and
+// corrections sent to POST /feedback when the server collects them (lenet-serve --collect).
 // No preprocessing happens here: the server prepares every image and sends back the 28x28 view.
 "use strict";
 
@@ -11,6 +12,7 @@ const PHOTO_SIDE = 1024;  // drawings over a photo are sent at the photo's size 
 const UNSURE_BELOW = 0.5;  // for servers that do not say `unsure` yet: lenet.inference's threshold
 const MAX_RETRY_S = 10;
 const API = "/predict?preview=true";
+const FEEDBACK = "/feedback";
 
 const WORDS = {
   empty: "Draw one digit inside the dashed box.",
@@ -32,6 +34,13 @@ const ERROR_WORDS = {
   request_timeout: "The picture took too long to arrive. Try again.",
   busy: "The server is busy. Trying again in a moment.",
   offline: "The server can't be reached. Is lenet-serve still running?",
+};
+// What a correction's answer says (the server's detail, for the rest, goes to the browser's console).
+const FEEDBACK_WORDS = {
+  corrections_full: "Not kept: the server has all the corrections it can hold.",
+  busy: "Not kept: the server is busy. Press the button again in a moment.",
+  bad_request: "Not kept: the server did not understand the page. Reload the page and try again.",
+  offline: "Not kept: the server can't be reached.",
 };
 
 const $ = (id) => document.getElementById(id);
@@ -61,6 +70,7 @@ let inFlight = false;
 let timer = null;
 let lastSentAt = 0;
 let notBefore = 0;  // after "busy": no request before this time (performance.now)
+let answeredImage = null;  // the image whose answer is on show: what a correction sends
 
 // ----------------------------------------------------------------------------- drawing
 
@@ -242,6 +252,7 @@ function show(view) {
   }
   if (view.png) preview.src = `data:image/png;base64,${view.png}`;
   else preview.removeAttribute("src");
+  offerCorrection(view.image ?? null);
 }
 
 // An answer for the drawing as it stands once the pen is up is final: announced and marked shown.
@@ -255,6 +266,56 @@ function present(view, version) {
 function settle(version) {
   document.body.dataset.shown = version;
   result.setAttribute("aria-busy", "false");
+}
+
+// ----------------------------------------------------------------------------- corrections
+
+// The "Wrong? It was:" buttons under an answer (their place is kept, empty, when there is none).
+function offerCorrection(image) {
+  answeredImage = image;
+  $("correct").classList.toggle("unused", !image);
+  $("correct-says").textContent = "";
+  for (const button of $("correct").querySelectorAll("button")) button.disabled = false;
+}
+
+// Sends the image of the answer on show with the right label (and the writer's tag, if any).
+async function sendCorrection(label) {
+  const image = answeredImage;
+  const buttons = $("correct").querySelectorAll("button");
+  for (const button of buttons) button.disabled = true;  // one correction per answer
+  const form = new FormData();
+  form.append("file", image, image.name || "digit.png");
+  form.append("label", label);
+  const writer = $("writer").value.trim();
+  if (writer) form.append("writer", writer);
+  let says, kept = false;
+  try {
+    const response = await fetch(FEEDBACK, { method: "POST", body: form });
+    const answer = await response.json().catch(() => ({}));
+    kept = response.ok;
+    if (kept) says = `Thank you: kept as ${label === "not_a_digit" ? "not a digit" : named(Number(label))}.`;
+    else {
+      says = FEEDBACK_WORDS[answer.error] || `Not kept (error ${response.status}). Try again.`;
+      console.warn("POST /feedback:", response.status, answer.detail);
+    }
+  } catch (error) {
+    says = FEEDBACK_WORDS.offline;
+  }
+  if (answeredImage !== image) return;  // a new answer came meanwhile: its buttons are fresh
+  $("correct-says").textContent = says;
+  if (!kept) for (const button of buttons) button.disabled = false;
+}
+
+// The page offers corrections only when /healthz says the server keeps them.
+async function readCollecting() {
+  let collecting = false;
+  try {
+    collecting = Boolean((await (await fetch("/healthz")).json()).collecting);
+  } catch (error) {
+    // An older server, or none: no corrections offered.
+  }
+  $("correct").hidden = $("kept").hidden = !collecting;
+  document.body.dataset.collecting = collecting ? "on" : "off";
 }
 
 // ----------------------------------------------------------------------------- requests
@@ -286,7 +347,7 @@ async function send() {
     form.append("file", image, image.name || "digit.png");
     const response = await fetch(API, { method: "POST", body: form });
     const answer = await response.json().catch(() => ({}));
-    if (response.ok) view = answerView(answer);
+    if (response.ok) view = { ...answerView(answer), image };
     else view = failureView(answer.error, answer.detail, response.status);
     if (response.status === 503) retryAfter = Math.min(Number(response.headers.get("Retry-After")) || 1, MAX_RETRY_S);
   } catch (error) {
@@ -408,6 +469,12 @@ $("upload").addEventListener("change", async (event) => {
   finish();
 });
 
+$("correct").addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-label]");
+  if (button && answeredImage) sendCorrection(button.dataset.label);
+});
+
 buildBars();
 new ResizeObserver(fitPad).observe(pad);
 fitPad();
+readCollecting();
