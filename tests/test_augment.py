@@ -26,10 +26,20 @@ AUGMENTATIONS = {
 }
 
 
-@pytest.fixture(scope="module")
-def digits(mnist_test):
-    images, labels = mnist_test
+def first_digits(split) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = split
     return images[:256].float() / 255, labels[:256]  # (256, 1, 28, 28) in [0, 1]
+
+
+@pytest.fixture(scope="module")
+def digits(synthetic_test):
+    return first_digits(synthetic_test)
+
+
+@pytest.fixture(scope="module")
+def handwritten(mnist_test):
+    """Real MNIST digits, for the tests whose figures are handwriting's (stroke widths, where a 7's bar falls)."""
+    return first_digits(mnist_test)
 
 
 @pytest.mark.parametrize("name", AUGMENTATIONS)
@@ -144,8 +154,8 @@ def test_fill_box_stretches_the_ink_to_the_centred_box():
     assert torch.equal(out[1], bar[1])  # an empty image stays empty
 
 
-def test_low_resolution_binarises_when_asked(digits):
-    x, _ = digits
+def test_low_resolution_binarises_when_asked(handwritten):
+    x, _ = handwritten
     out = LowResolution(low=8, high=8, binarize=1.0)(x)
     small = torch.nn.functional.interpolate(out, size=(8, 8), mode="area")
     assert not torch.allclose(out, x, atol=0.05)
@@ -190,8 +200,8 @@ def test_stroke_gaps_erase_a_small_disc_of_ink_and_nothing_else(digits):
     assert torch.equal(StrokeGaps(gaps=3)(blank), blank)
 
 
-def test_style_strokes_add_ink_to_ones_and_sevens_only_and_keep_labels(digits):
-    x, labels = digits
+def test_style_strokes_add_ink_to_ones_and_sevens_only_and_keep_labels(handwritten):
+    x, labels = handwritten
     generator = torch.Generator().manual_seed(0)
     y = StyleStrokes(flag=1.0, crossbar=1.0, generator=generator)(x, labels)
     changed = (y - x).abs().flatten(1).amax(1) > 0.5
@@ -224,8 +234,8 @@ def test_style_strokes_add_ink_to_ones_and_sevens_only_and_keep_labels(digits):
         ("styles", StyleStrokes), ("robust_styles", Compose), ("gaps", RandomApply),
     ],
 )
-def test_config_group_builds_the_augmentation(option, expected, tmp_path):
-    cfg = compose_config(tmp_path, [f"augment={option}"])
+def test_config_group_builds_the_augmentation(option, expected, tmp_path, synthetic_dir):
+    cfg = compose_config(tmp_path, [f"augment={option}"], synthetic_dir)
     datamodule = instantiate(cfg.data, _recursive_=False)
     assert isinstance(datamodule.augment, expected)
 

@@ -1,10 +1,10 @@
-"""scikit-learn baselines: the data module's split, the project's metrics, sane accuracy on a subset."""
+"""scikit-learn baselines: the data module's split, the project's metrics, and (on real MNIST) sane
+accuracy on a subset."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import data_dir
 
 from lenet.baselines import BASELINES, fit_and_evaluate, load_data
 from lenet.data import MNISTDataModule
@@ -14,24 +14,29 @@ FLOORS = {"linear_svm": 0.80, "svm_rbf": 0.90, "random_forest": 0.86, "knn": 0.8
 
 
 @pytest.fixture(scope="module")
-def small_data():
-    return load_data(str(data_dir()), train_size=2000)
+def small_data(mnist_dir):
+    return load_data(str(mnist_dir), train_size=2000)
 
 
-def test_data_is_the_data_modules_split(small_data):
-    datamodule = MNISTDataModule(data_dir=str(data_dir()), download=False)
+@pytest.fixture(scope="module")
+def small_synthetic(synthetic_dir):
+    return load_data(str(synthetic_dir), train_size=2000)
+
+
+def test_data_is_the_data_modules_split(small_synthetic, synthetic_dir):
+    datamodule = MNISTDataModule(data_dir=str(synthetic_dir), download=False)
     datamodule.setup()
     train_images, train_labels = datamodule.splits["train"]
-    assert small_data.train_x.shape == (2000, 784) and small_data.test_x.shape == (10_000, 784)
-    assert small_data.train_x.dtype == np.float32
-    assert 0.0 <= small_data.train_x.min() and small_data.train_x.max() <= 1.0
-    np.testing.assert_array_equal(small_data.train_y, train_labels[:2000].numpy())
-    np.testing.assert_allclose(small_data.train_x[5], train_images[5].flatten().numpy() / 255, atol=1e-7)
-    np.testing.assert_array_equal(small_data.test_y, datamodule.splits["test"][1].numpy())
+    assert small_synthetic.train_x.shape == (2000, 784) and small_synthetic.test_x.shape == (10_000, 784)
+    assert small_synthetic.train_x.dtype == np.float32
+    assert 0.0 <= small_synthetic.train_x.min() and small_synthetic.train_x.max() <= 1.0
+    np.testing.assert_array_equal(small_synthetic.train_y, train_labels[:2000].numpy())
+    np.testing.assert_allclose(small_synthetic.train_x[5], train_images[5].flatten().numpy() / 255, atol=1e-7)
+    np.testing.assert_array_equal(small_synthetic.test_y, datamodule.splits["test"][1].numpy())
 
 
-def test_full_data_uses_the_54000_image_train_split():
-    data = load_data(str(data_dir()))
+def test_full_data_uses_the_54000_image_train_split(synthetic_dir):
+    data = load_data(str(synthetic_dir))
     assert len(data.train_y) == 54_000 and len(data.test_y) == 10_000
 
 
@@ -46,12 +51,12 @@ def test_baseline_scores_with_the_project_metrics(name, small_data):
     assert result["parameters"] > 0 and result["train_size"] == 2000
 
 
-def test_linear_svm_stores_one_weight_per_pixel_and_class(small_data):
-    assert fit_and_evaluate("linear_svm", small_data)["parameters"] == 784 * 10 + 10
+def test_linear_svm_stores_one_weight_per_pixel_and_class(small_synthetic):
+    assert fit_and_evaluate("linear_svm", small_synthetic)["parameters"] == 784 * 10 + 10
 
 
-def test_unknown_baseline_names_the_choices(small_data):
+def test_unknown_baseline_names_the_choices(small_synthetic, synthetic_dir):
     with pytest.raises(ValueError, match="random_forest"):
-        fit_and_evaluate("xgboost", small_data)
+        fit_and_evaluate("xgboost", small_synthetic)
     with pytest.raises(ValueError, match="between 1 and 54000"):
-        load_data(str(data_dir()), train_size=60_000)
+        load_data(str(synthetic_dir), train_size=60_000)

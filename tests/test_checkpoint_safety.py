@@ -41,8 +41,8 @@ def torch_load_payload(marker: Path) -> dict:
     }
 
 
-def crafted_checkpoint(trained_run: Path, tmp_path: Path, where: str, marker: Path) -> Path:
-    checkpoint = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
+def crafted_checkpoint(synthetic_run: Path, tmp_path: Path, where: str, marker: Path) -> Path:
+    checkpoint = torch.load(synthetic_run / "checkpoints" / "best.ckpt", weights_only=True)
     payload = torch_load_payload(marker)
     if where == "net":
         checkpoint["hyper_parameters"]["net"] = payload
@@ -65,27 +65,27 @@ PLACES = ["net", "net argument", "optimizer", "scheduler", "augment"]
 
 
 @pytest.mark.parametrize("where", PLACES)
-def test_crafted_checkpoint_is_refused_by_the_inference_core(trained_run, tmp_path, where):
+def test_crafted_checkpoint_is_refused_by_the_inference_core(synthetic_run, tmp_path, where):
     marker = tmp_path / "pwned"
-    path = crafted_checkpoint(trained_run, tmp_path, where, marker)
+    path = crafted_checkpoint(synthetic_run, tmp_path, where, marker)
     with pytest.raises(CheckpointError, match="not one of this project's"):
         load_model(path)
     assert not marker.exists()
 
 
 @pytest.mark.parametrize("where", ["net", "augment"])
-def test_crafted_checkpoint_is_refused_by_evaluation_and_resume(trained_run, tmp_path, where):
+def test_crafted_checkpoint_is_refused_by_evaluation_and_resume(synthetic_run, synthetic_dir, tmp_path, where):
     marker = tmp_path / "pwned"
-    path = crafted_checkpoint(trained_run, tmp_path, where, marker)
+    path = crafted_checkpoint(synthetic_run, tmp_path, where, marker)
     for overrides in (["train=false", f"ckpt_path={path}"], ["trainer.max_epochs=2", f"ckpt_path={path}"]):
         with pytest.raises(CheckpointError, match="not one of this project's"):
-            run(compose_config(tmp_path / "run", overrides))
+            run(compose_config(tmp_path / "run", overrides, synthetic_dir))
     assert not marker.exists()
 
 
-def test_crafted_checkpoint_is_refused_by_the_command_line_tools(trained_run, tmp_path):
+def test_crafted_checkpoint_is_refused_by_the_command_line_tools(synthetic_run, tmp_path):
     marker = tmp_path / "pwned"
-    path = crafted_checkpoint(trained_run, tmp_path, "net", marker)
+    path = crafted_checkpoint(synthetic_run, tmp_path, "net", marker)
     image = tmp_path / "digit.png"
     from PIL import Image
 
@@ -101,14 +101,14 @@ def test_crafted_checkpoint_is_refused_by_the_command_line_tools(trained_run, tm
     assert not marker.exists()
 
 
-def test_remote_checkpoints_are_refused(tmp_path):
+def test_remote_checkpoints_are_refused(tmp_path, synthetic_dir):
     with pytest.raises(CheckpointError, match="remote address"):
         load_model("http://127.0.0.1:9/model.ckpt")
     with pytest.raises(CheckpointError, match="remote address"):
-        run(compose_config(tmp_path / "run", ["ckpt_path=http://127.0.0.1:9/last.ckpt"]))
+        run(compose_config(tmp_path / "run", ["ckpt_path=http://127.0.0.1:9/last.ckpt"], synthetic_dir))
 
 
-def test_config_targets_outside_the_allow_list_are_refused(tmp_path):
+def test_config_targets_outside_the_allow_list_are_refused(tmp_path, synthetic_dir):
     marker = tmp_path / "pwned"
     overrides = [
         "model.net._target_=pathlib.Path.touch",
@@ -117,7 +117,7 @@ def test_config_targets_outside_the_allow_list_are_refused(tmp_path):
     ]
     for override in overrides:
         with pytest.raises(NotAllowedError, match="allow-list|not one of this project's"):
-            run(compose_config(tmp_path / "run", [override, "trainer.max_epochs=1"]))
+            run(compose_config(tmp_path / "run", [override, "trainer.max_epochs=1"], synthetic_dir))
     assert not marker.exists()
 
 
@@ -133,8 +133,8 @@ def test_builder_accepts_only_plain_arguments():
     assert sum(p.numel() for p in build({"_target_": "lenet.models.LeNet5"}, "network").parameters()) == 44_426
 
 
-def test_weights_that_do_not_fit_the_named_network_are_a_clear_error(trained_run, tmp_path):
-    checkpoint = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
+def test_weights_that_do_not_fit_the_named_network_are_a_clear_error(synthetic_run, tmp_path):
+    checkpoint = torch.load(synthetic_run / "checkpoints" / "best.ckpt", weights_only=True)
     checkpoint["hyper_parameters"]["net"] = {"_target_": "lenet.models.ModernCNN"}
     path = tmp_path / "mismatch.ckpt"
     torch.save(checkpoint, path)
@@ -147,8 +147,8 @@ def test_weights_that_do_not_fit_the_named_network_are_a_clear_error(trained_run
 
 
 
-def test_network_arguments_that_do_not_fit_the_weights_are_refused_before_allocating(trained_run, tmp_path):
-    checkpoint = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
+def test_network_arguments_that_do_not_fit_the_weights_are_refused_before_allocating(synthetic_run, tmp_path):
+    checkpoint = torch.load(synthetic_run / "checkpoints" / "best.ckpt", weights_only=True)
     checkpoint["hyper_parameters"]["net"] = {"_target_": "lenet.models.LeNet5", "num_classes": 10**8}  # 34 GB of weights
     path = tmp_path / "huge.ckpt"
     torch.save(checkpoint, path)

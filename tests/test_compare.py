@@ -7,7 +7,6 @@ import json
 import shutil
 
 import pytest
-from helpers import data_dir
 
 from lenet.compare import main, recipe_key
 
@@ -21,7 +20,8 @@ def fake_job(sweep_dir, job: str, run_dir, overrides: list[str]) -> None:
         shutil.copytree(run_dir / "checkpoints", sweep_dir / job / "checkpoints")
 
 
-def test_compare_reads_a_sweep_and_adds_seed_ensembles_and_baselines(trained_run, tmp_path):
+def test_compare_reads_a_sweep_and_adds_seed_ensembles_and_baselines(trained_run, mnist_dir, tmp_path):
+    """On real MNIST and USPS: every model's real-digits columns must read real handwriting."""
     sweep = tmp_path / "sweep"
     fake_job(sweep, "0", trained_run, ["experiment=fast", "seed=1"])
     fake_job(sweep, "1", trained_run, ["experiment=fast", "seed=2"])
@@ -29,7 +29,7 @@ def test_compare_reads_a_sweep_and_adds_seed_ensembles_and_baselines(trained_run
     fake_job(sweep, "3", None, ["experiment=fast", "seed=3"])
     out = tmp_path / "comparison"
     rows = main([
-        "--from-sweep", str(sweep), "--out", str(out), "--data-dir", str(data_dir()), "--baseline-train-size", "500",
+        "--from-sweep", str(sweep), "--out", str(out), "--data-dir", str(mnist_dir), "--baseline-train-size", "500",
         "--only", "knn", "--real-digits", "usps,binary_scan", "--real-limit", "100",
     ])
 
@@ -60,13 +60,13 @@ def test_compare_reads_a_sweep_and_adds_seed_ensembles_and_baselines(trained_run
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_compare_reads_several_sweeps_into_one_table(trained_run, tmp_path):
-    fake_job(tmp_path / "a", "0", trained_run, ["experiment=fast", "seed=1"])
-    fake_job(tmp_path / "b", "0", trained_run, ["experiment=robust", "seed=1"])
-    fake_job(tmp_path / "b", "1", trained_run, ["experiment=robust", "seed=2"])
+def test_compare_reads_several_sweeps_into_one_table(synthetic_run, synthetic_dir, tmp_path):
+    fake_job(tmp_path / "a", "0", synthetic_run, ["experiment=fast", "seed=1"])
+    fake_job(tmp_path / "b", "0", synthetic_run, ["experiment=robust", "seed=1"])
+    fake_job(tmp_path / "b", "1", synthetic_run, ["experiment=robust", "seed=2"])
     out = tmp_path / "comparison"
     rows = main([
-        "--from-sweep", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out), "--data-dir", str(data_dir()),
+        "--from-sweep", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out), "--data-dir", str(synthetic_dir),
         "--baseline-train-size", "500", "--only", "knn", "--real-digits", "none",
     ])
     assert [row["model"] for row in rows] == [
@@ -85,17 +85,17 @@ def test_a_recipe_is_the_same_however_hydra_recorded_it():
     assert recipe_key("experiment=fast seed=1") != recipe_key("experiment=fast model.optimizer.lr=0.1 seed=1")
 
 
-def test_a_sweep_without_finished_jobs_is_a_clear_error(tmp_path):
+def test_a_sweep_without_finished_jobs_is_a_clear_error(tmp_path, synthetic_dir):
     fake_job(tmp_path / "sweep", "0", None, ["seed=1"])
     with pytest.raises(ValueError, match="no finished job"):
-        main(["--from-sweep", str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--data-dir", str(data_dir())])
+        main(["--from-sweep", str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--data-dir", str(synthetic_dir), "--real-digits", "none"])
 
 
 @pytest.mark.slow
-def test_compare_runs_end_to_end_and_writes_its_three_files(tmp_path):
+def test_compare_runs_end_to_end_and_writes_its_three_files(tmp_path, synthetic_dir):
     out = tmp_path / "comparison"
     rows = main([
-        "--out", str(out), "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data_dir()),
+        "--out", str(out), "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(synthetic_dir),
         "--epochs", "1", "--train-batches", "3", "--ensemble-seeds", "1", "2",
         "--baseline-train-size", "500", "--override", "++trainer.limit_val_batches=1",
         "--only", "augmentation", "cnn", "knn", "--real-digits", "none",
@@ -124,6 +124,6 @@ def test_compare_runs_end_to_end_and_writes_its_three_files(tmp_path):
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_only_that_matches_nothing_is_a_clear_error(tmp_path):
+def test_only_that_matches_nothing_is_a_clear_error(tmp_path, synthetic_dir):
     with pytest.raises(ValueError, match="matched no model"):
-        main(["--out", str(tmp_path), "--data-dir", str(data_dir()), "--only", "transformer"])
+        main(["--out", str(tmp_path), "--data-dir", str(synthetic_dir), "--only", "transformer", "--real-digits", "none"])

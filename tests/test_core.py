@@ -49,19 +49,27 @@ def test_macro_averages_weigh_classes_equally():
     assert m["test/recall"] == pytest.approx(0.5)
 
 
+def option_file(group: str, option: str) -> dict:
+    """What conf/<group>/<option>.yaml sets, over the options of its group it extends (`defaults: [robust, _self_]`)."""
+    spec = OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml")
+    defaults = spec.pop("defaults", [])  # other groups' options ({"override /model": ...}) are not this file's
+    bases = [OmegaConf.load(CONFIG_DIR / group / f"{base}.yaml") for base in defaults if isinstance(base, str) and base != "_self_"]
+    return OmegaConf.to_container(OmegaConf.merge(*bases, spec)) or {}
+
+
 def options(group: str) -> list[str]:
     # trainer/default.yaml is the base the trainer presets extend, not a preset of its own
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml") if (group, p.stem) != ("trainer", "default"))
 
 
 @pytest.mark.parametrize("group", ["data", "augment", "model", "optimizer", "scheduler", "trainer", "experiment", "logger", "callbacks"])
-def test_every_config_option_composes_and_instantiates(group, tmp_path, request):
+def test_every_config_option_composes_and_instantiates(group, tmp_path, request, synthetic_dir):
     assert options(group), f"conf/{group}/ has no options"
     for option in options(group):
         # A preset with a required value (???) gets one: the teachers of a distilled student.
-        required = [f"model.distill.teachers=[{request.getfixturevalue('trained_run')}]"] if option == "robust_distilled" else []
-        cfg = compose_config(tmp_path, [f"{group}={option}", *required])  # the short form works for every group
-        chosen = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml")) or {}
+        required = [f"model.distill.teachers=[{request.getfixturevalue('synthetic_run')}]"] if option == "robust_distilled" else []
+        cfg = compose_config(tmp_path, [f"{group}={option}", *required], synthetic_dir)  # the short form works for every group
+        chosen = option_file(group, option)
         model = instantiate(cfg.model, _recursive_=False)
         assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
         datamodule = instantiate(cfg.data, _recursive_=False)
@@ -82,9 +90,9 @@ def test_every_config_option_composes_and_instantiates(group, tmp_path, request)
             )
 
 
-def test_user_original_experiment_builds_the_users_recipe(tmp_path):
+def test_user_original_experiment_builds_the_users_recipe(tmp_path, synthetic_dir):
     """The preset reaches the objects it configures: Adam at 1e-3 without a schedule, batch 64, 5 epochs."""
-    cfg = compose_config(tmp_path, ["experiment=user_original"])
+    cfg = compose_config(tmp_path, ["experiment=user_original"], synthetic_dir)
     model = instantiate(cfg.model, _recursive_=False)
     optimizer = model.configure_optimizers()  # a bare optimizer: no scheduler dict
     assert type(optimizer) is torch.optim.Adam and optimizer.defaults["lr"] == 0.001 and optimizer.defaults["weight_decay"] == 0
@@ -94,14 +102,14 @@ def test_user_original_experiment_builds_the_users_recipe(tmp_path):
     assert instantiate(cfg.trainer).max_epochs == 5
 
 
-def test_fast_presets_set_adams_beta2_and_the_report_names_it(tmp_path):
+def test_fast_presets_set_adams_beta2_and_the_report_names_it(tmp_path, synthetic_dir):
     """experiment=fast's beta2 of 0.97 reaches AdamW through the one-cycle schedule (which cycles beta1 only)
     and the run's recipe; fast_gpu keeps the default its GPU figures were measured with."""
     from lenet.experiment import recipe
     from lenet.module import build_optimization
 
     for experiment, beta2 in (("fast", 0.97), ("fast_gpu", 0.999)):
-        cfg = compose_config(tmp_path / experiment, [f"experiment={experiment}"])
+        cfg = compose_config(tmp_path / experiment, [f"experiment={experiment}"], synthetic_dir)
         model = instantiate(cfg.model, _recursive_=False)
         optimizer, _ = build_optimization(model.parameters(), model.hparams.optimizer, model.hparams.scheduler, total_steps=10)
         assert type(optimizer) is torch.optim.AdamW and optimizer.param_groups[0]["betas"][1] == beta2

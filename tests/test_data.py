@@ -11,7 +11,6 @@ import sys
 import pytest
 import torch
 
-from helpers import data_dir
 from lenet.data import BatchIndices, MNISTDataModule
 from lenet.datafiles import DataError, load_split
 from lenet.datasets import normalize
@@ -20,35 +19,35 @@ TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-def test_official_files_load_with_known_statistics():
-    images, labels = load_split(data_dir(), "mnist", "train")
+def test_official_files_load_with_known_statistics(mnist_dir):
+    images, labels = load_split(mnist_dir, "mnist", "train")
     assert images.shape == (60_000, 1, 28, 28) and images.dtype == torch.uint8
     assert torch.bincount(labels).tolist() == TRAIN_COUNTS
     assert images.float().mean().item() == pytest.approx(33.318, abs=1e-3)
-    _, test_labels = load_split(data_dir(), "mnist", "test")
+    _, test_labels = load_split(mnist_dir, "mnist", "test")
     assert torch.bincount(test_labels).tolist() == TEST_COUNTS
 
 
-def test_split_is_seeded_disjoint_and_keeps_the_official_test_set():
-    dm = MNISTDataModule(data_dir=str(data_dir()), download=False)
+def test_split_is_seeded_disjoint_and_keeps_the_official_test_set(synthetic_dir):
+    dm = MNISTDataModule(data_dir=str(synthetic_dir), download=False)
     dm.setup()
     train, val, test = dm.splits["train"], dm.splits["val"], dm.splits["test"]
     assert len(train[1]) == 54_000 and len(val[1]) == 6_000 and len(test[1]) == 10_000
-    again = MNISTDataModule(data_dir=str(data_dir()), download=False, shuffle_seed=7)
+    again = MNISTDataModule(data_dir=str(synthetic_dir), download=False, shuffle_seed=7)
     again.setup()
     assert torch.equal(again.splits["val"][0], val[0])  # the training seed never moves the split
-    other = MNISTDataModule(data_dir=str(data_dir()), download=False, split_seed=1)
+    other = MNISTDataModule(data_dir=str(synthetic_dir), download=False, split_seed=1)
     other.setup()
     assert not torch.equal(other.splits["val"][1], val[1])
     # Train and validation images are disjoint pieces of the official training set.
-    assert torch.bincount(torch.cat([train[1], val[1]])).tolist() == TRAIN_COUNTS
+    _, official = load_split(synthetic_dir, "mnist", "train")
+    assert torch.bincount(torch.cat([train[1], val[1]])).tolist() == torch.bincount(official).tolist()
 
 
-def test_normalize_matches_torchvision_transforms():
+def test_normalize_matches_torchvision_transforms(synthetic_test):
     from torchvision.transforms import functional as TF
 
-    images, _ = load_split(data_dir(), "mnist", "test")
-    batch = images[:16]
+    batch = synthetic_test[0][:16]
     reference = torch.stack([TF.normalize(TF.to_tensor(img.squeeze(0).numpy()), [0.1307], [0.3081]) for img in batch])
     torch.testing.assert_close(normalize(batch), reference, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(normalize(batch.float() / 255), reference, atol=1e-5, rtol=1e-5)
@@ -78,8 +77,8 @@ def test_ddp_shards_do_not_overlap(shuffle):
         assert sorted(torch.cat(shards).tolist()) == list(range(1001))
 
 
-def test_batches_are_normalised_on_transfer_with_labels_kept():
-    dm = MNISTDataModule(data_dir=str(data_dir()), download=False, batch_size=32)
+def test_batches_are_normalised_on_transfer_with_labels_kept(synthetic_dir):
+    dm = MNISTDataModule(data_dir=str(synthetic_dir), download=False, batch_size=32)
     images, labels = next(iter(dm.train_dataloader()))
     assert images.dtype == torch.uint8 and images.shape == (32, 1, 28, 28)
     x, y = dm.on_after_batch_transfer((images, labels), 0)
@@ -88,9 +87,9 @@ def test_batches_are_normalised_on_transfer_with_labels_kept():
 
 
 @pytest.fixture
-def data_copy(tmp_path):
+def data_copy(tmp_path, synthetic_dir):
     raw = tmp_path / "MNIST" / "raw"
-    shutil.copytree(data_dir() / "MNIST" / "raw", raw)
+    shutil.copytree(synthetic_dir / "MNIST" / "raw", raw)
     return tmp_path, raw
 
 
@@ -102,13 +101,13 @@ def test_truncated_file_names_the_file_and_the_fix(data_copy):
         load_split(root, "mnist", "test")
 
 
-def test_wrong_header_and_bad_labels_are_reported(data_copy):
+def test_wrong_header_and_bad_labels_are_reported(data_copy, synthetic_dir):
     root, raw = data_copy
     images = raw / "t10k-images-idx3-ubyte"
     images.write_bytes(b"\x00\x00\x08\x01" + images.read_bytes()[4:])
     with pytest.raises(DataError, match="not the expected IDX file"):
         load_split(root, "mnist", "test")
-    shutil.copy(data_dir() / "MNIST" / "raw" / "t10k-images-idx3-ubyte", images)
+    shutil.copy(synthetic_dir / "MNIST" / "raw" / "t10k-images-idx3-ubyte", images)
     labels = raw / "t10k-labels-idx1-ubyte"
     data = bytearray(labels.read_bytes())
     data[8] = 42
@@ -117,18 +116,19 @@ def test_wrong_header_and_bad_labels_are_reported(data_copy):
         load_split(root, "mnist", "test")
 
 
-def test_gzip_only_folder_loads_the_same_tensors(data_copy):
+def test_gzip_only_folder_loads_the_same_tensors(data_copy, synthetic_test):
     root, raw = data_copy
     for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes(), compresslevel=1))
         (raw / name).unlink()
     images, labels = load_split(root, "mnist", "test")
-    expected_images, expected_labels = load_split(data_dir(), "mnist", "test")
+    expected_images, expected_labels = synthetic_test
     assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
 
 
-def test_reading_the_test_split_does_not_import_lightning():
+def test_reading_the_test_split_does_not_import_lightning(synthetic_dir):
     code = "import sys, lenet.evaluation as e; e.test_split('mnist'); print('lightning' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "LENET_DATA_DIR": str(data_dir())})
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "LENET_DATA_DIR": str(synthetic_dir)})
     assert result.stdout.strip() == "False", result.stderr[-2000:]
 
 

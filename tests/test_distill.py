@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from helpers import compose_config, data_dir
+from helpers import compose_config
 from lenet.datafiles import load_split
 from lenet.datasets import dataset_stats, normalize
 from lenet.experiment import run
@@ -19,9 +19,9 @@ LENET = {"_target_": "lenet.models.LeNet5"}
 SGD = {"_target_": "torch.optim.SGD", "lr": 0.1}
 
 
-def test_a_student_equal_to_its_teacher_has_no_distillation_loss(trained_run, mnist_test):
-    images = normalize(mnist_test[0][:256], *dataset_stats("mnist"))
-    student = Classifier(LENET, SGD, distill={"teachers": [str(trained_run)], "weight": 0.5, "temperature": 4.0})
+def test_a_student_equal_to_its_teacher_has_no_distillation_loss(synthetic_run, synthetic_test):
+    images = normalize(synthetic_test[0][:256], *dataset_stats("mnist"))
+    student = Classifier(LENET, SGD, distill={"teachers": [str(synthetic_run)], "weight": 0.5, "temperature": 4.0})
     teacher = student.distillation.teachers[0]
     assert not any(p.requires_grad for p in teacher.parameters())
     untrained_loss = student.distillation_loss(student(images), images)
@@ -34,7 +34,7 @@ def test_a_student_equal_to_its_teacher_has_no_distillation_loss(trained_run, mn
     assert sum(p.numel() for p in student.parameters()) == sum(p.numel() for p in plain.parameters()) == 44_426
 
 
-def test_a_student_learns_what_its_teacher_says_not_the_labels(trained_run, tmp_path):
+def test_a_student_learns_what_its_teacher_says_not_the_labels(trained_run, mnist_dir, tmp_path):
     """A teacher whose answers are shifted by one digit (d read as d+1): a student trained on its
     answers alone (weight 1) reads MNIST shifted too, so the teacher's signal is what it learned."""
     checkpoint = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
@@ -45,11 +45,11 @@ def test_a_student_learns_what_its_teacher_says_not_the_labels(trained_run, tmp_
     run(compose_config(tmp_path / "student", [
         "trainer.max_epochs=1", "trainer.limit_train_batches=60", "data.batch_size=128", "trainer.enable_progress_bar=false",
         "figures=false", f"+model.distill.teachers=[{shifted}]", "+model.distill.weight=1.0", "+model.distill.temperature=2.0",
-    ]))  # fmt: skip
+    ], mnist_dir))  # fmt: skip
     assert "| distillation | 1 teacher, weight 1.0, T 2.0 |" in (tmp_path / "student" / "report.md").read_text()
     student = load_model(tmp_path / "student")
     assert student.model_hparams["distill"]["teachers"] == [str(shifted)]
-    images, labels = load_split(data_dir(), "mnist", "test")
+    images, labels = load_split(mnist_dir, "mnist", "test")
     answers = student.predict_probs(images[:2000]).argmax(dim=1)
     assert (answers == (labels[:2000] + 1) % 10).float().mean() > 0.6  # 0.76 measured; chance is 0.1
     assert (answers == labels[:2000]).float().mean() < 0.05
@@ -77,10 +77,10 @@ def test_a_missing_teacher_is_a_clear_error(tmp_path):
         Classifier(LENET, SGD, distill={"teachers": [str(tmp_path / "nowhere")]})
 
 
-def test_an_exported_onnx_model_cannot_teach(trained_run, tmp_path):
+def test_an_exported_onnx_model_cannot_teach(synthetic_run, tmp_path):
     pytest.importorskip("onnxruntime")
     from lenet.export import export_onnx
 
-    onnx = export_onnx(load_model(trained_run), tmp_path / "model.onnx")
+    onnx = export_onnx(load_model(synthetic_run), tmp_path / "model.onnx")
     with pytest.raises(ValueError, match="an exported .onnx cannot teach"):
         Classifier(LENET, SGD, distill={"teachers": [str(onnx)]})

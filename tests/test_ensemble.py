@@ -12,10 +12,10 @@ from lenet.evaluation import evaluate
 from lenet.inference import CheckpointError, Ensemble, load_ensemble, load_model
 
 
-def test_ensemble_of_identical_checkpoints_equals_the_single_model(trained_run, mnist_test):
-    images, labels = mnist_test
-    single = load_model(trained_run)
-    ensemble = load_ensemble([trained_run, trained_run / "checkpoints" / "best.ckpt", trained_run])
+def test_ensemble_of_identical_checkpoints_equals_the_single_model(synthetic_run, synthetic_test):
+    images, labels = synthetic_test
+    single = load_model(synthetic_run)
+    ensemble = load_ensemble([synthetic_run, synthetic_run / "checkpoints" / "best.ckpt", synthetic_run])
     assert isinstance(ensemble, Ensemble) and len(ensemble.members) == 3
     assert torch.allclose(ensemble.predict_probs(images), single.predict_probs(images), atol=1e-6)
     metrics = evaluate_ensemble(ensemble, images, labels)
@@ -24,13 +24,13 @@ def test_ensemble_of_identical_checkpoints_equals_the_single_model(trained_run, 
     assert metrics["members"] == 3
     assert metrics["parameters"] == 3 * 44_426
     # The training run's own report agrees (same checkpoint, same metrics code).
-    report = json.loads((trained_run / "metrics.json").read_text())
+    report = json.loads((synthetic_run / "metrics.json").read_text())
     assert metrics["test/acc"] == pytest.approx(report["test/acc"])
 
 
-def test_ensemble_averages_the_members_probabilities(trained_run, mnist_test):
-    images, _ = mnist_test
-    first, second = load_model(trained_run), load_model(trained_run)
+def test_ensemble_averages_the_members_probabilities(synthetic_run, synthetic_test):
+    images, _ = synthetic_test
+    first, second = load_model(synthetic_run), load_model(synthetic_run)
     with torch.no_grad():
         second.net.classifier[-1].bias.add_(torch.linspace(-2, 2, 10))  # a different member
     expected = (first.predict_probs(images[:500]) + second.predict_probs(images[:500])) / 2
@@ -38,26 +38,23 @@ def test_ensemble_averages_the_members_probabilities(trained_run, mnist_test):
     assert torch.allclose(Ensemble([first, second]).predict_probs(images[:500]), expected, atol=1e-6)
 
 
-def test_command_line_prints_and_writes_metrics(trained_run, tmp_path, capsys, monkeypatch):
-    from helpers import data_dir
-
+def test_command_line_prints_and_writes_metrics(synthetic_run, synthetic_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "ensemble.json"
-    metrics = main([str(trained_run), str(trained_run), "--data-dir", str(data_dir()), "--out", str(out)])
+    metrics = main([str(synthetic_run), str(synthetic_run), "--data-dir", str(synthetic_dir), "--out", str(out)])
     printed = capsys.readouterr().out
     assert "test/acc" in printed and "2 members" in printed
     assert json.loads(out.read_text())["test/acc"] == pytest.approx(metrics["test/acc"])
 
 
-def test_the_installed_command_exits_0_and_prints_only_the_metrics(trained_run):
+@pytest.mark.slow  # a process of its own, importing the training stack
+def test_the_installed_command_exits_0_and_prints_only_the_metrics(synthetic_run, synthetic_dir):
     """An entry point's return value becomes the exit status: `lenet-ensemble` must not return its metrics."""
     import subprocess
     import sys
     from pathlib import Path
 
-    from helpers import data_dir
-
     command = Path(sys.executable).parent / "lenet-ensemble"
-    result = subprocess.run([str(command), str(trained_run), "--data-dir", str(data_dir())], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([str(command), str(synthetic_run), "--data-dir", str(synthetic_dir)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "1 members" in result.stdout and "{" not in result.stdout + result.stderr
 

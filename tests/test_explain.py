@@ -258,12 +258,12 @@ def test_confused_pairs_figure_shows_the_examples_of_each_pair():
 
 
 @pytest.fixture(scope="module")
-def trained(trained_run):
-    return load_model(trained_run)
+def trained(synthetic_run):
+    return load_model(synthetic_run)
 
 
-def test_trained_network_explains_a_test_digit_it_gets_right(trained, mnist_test):
-    images, labels = mnist_test
+def test_trained_network_explains_a_test_digit_it_gets_right(trained, synthetic_test):
+    images, labels = synthetic_test
     x = normalize(images[:1], trained.mean, trained.std)
     result = saliency(trained.net, x)
     assert result.target == int(labels[0]) and result.probability > 0.9
@@ -272,8 +272,8 @@ def test_trained_network_explains_a_test_digit_it_gets_right(trained, mnist_test
     assert result.gradients[ink].mean() > 2 * result.gradients[~ink].mean()
 
 
-def test_trained_embedding_separates_the_classes(trained, mnist_test):
-    images, labels = mnist_test
+def test_trained_embedding_separates_the_classes(trained, synthetic_test):
+    images, labels = synthetic_test
     features = penultimate_features(trained.net, normalize(images[:300], trained.mean, trained.std))
     points = embed_2d(features, "tsne")
     # Leave-one-out nearest neighbour in the 2-D picture: the clusters a reader sees are the classes.
@@ -290,9 +290,9 @@ def read_png(path):
         return np.asarray(image.convert("L"))
 
 
-def test_explain_command_writes_every_figure_and_logs_them_to_the_run(trained_run, tmp_path, capsys):
+def test_explain_command_writes_every_figure_and_logs_them_to_the_run(synthetic_run, synthetic_test, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    shutil.copytree(trained_run, run_dir)  # the session's run stays as other tests expect it
+    shutil.copytree(synthetic_run, run_dir)  # the session's run stays as other tests expect it
     assert main([str(run_dir), "--index", "3", "--samples", "200", "--method", "pca"]) == 0
 
     out_dir = run_dir / "explain"  # the default for a run directory
@@ -301,7 +301,8 @@ def test_explain_command_writes_every_figure_and_logs_them_to_the_run(trained_ru
         pixels = read_png(out_dir / f"{name}.png")
         assert min(pixels.shape) > 150 and pixels.std() > 10, f"{name}.png looks empty"
     printed = capsys.readouterr().out
-    assert "test image #3 (label 0): predicted 0" in printed and "most confused" in printed
+    label = int(synthetic_test[1][3])
+    assert f"test image #3 (label {label}): predicted {label}" in printed and "most confused" in printed
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -313,16 +314,16 @@ def test_explain_command_writes_every_figure_and_logs_them_to_the_run(trained_ru
     assert (run_dir / "tensorboard" / "projector_config.pbtxt").is_file()
 
 
-def test_explain_command_with_a_checkpoint_file_and_explicit_folders(trained_run, tmp_path):
-    checkpoint = trained_run / "checkpoints" / "best.ckpt"
+def test_explain_command_with_a_checkpoint_file_and_explicit_folders(synthetic_run, tmp_path):
+    checkpoint = synthetic_run / "checkpoints" / "best.ckpt"
     out_dir, board = tmp_path / "pictures", tmp_path / "board"
     assert main([str(checkpoint), "--out", str(out_dir), "--samples", "100", "--method", "pca", "--tensorboard", str(board)]) == 0
     assert len(list(out_dir.glob("*.png"))) == len(FIGURE_NAMES)
     assert list(board.glob("events.out.tfevents.*"))
 
 
-def test_explain_command_reports_bad_input(trained_run, tmp_path, capsys):
-    assert main([str(trained_run), "--out", str(tmp_path), "--index", "10000", "--no-tensorboard"]) == 2
+def test_explain_command_reports_bad_input(synthetic_run, tmp_path, capsys):
+    assert main([str(synthetic_run), "--out", str(tmp_path), "--index", "10000", "--no-tensorboard"]) == 2
     assert "--index 10000 is outside the test set: choose 0..9999" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.ckpt"), "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -340,10 +341,10 @@ def draw_digit_seven(path, size=(300, 240)):
     return path
 
 
-def test_explain_command_on_a_user_image(trained_run, tmp_path, capsys):
+def test_explain_command_on_a_user_image(synthetic_run, tmp_path, capsys):
     image = draw_digit_seven(tmp_path / "seven.png")
     out_dir = tmp_path / "out"
-    assert main([str(trained_run), str(image), "--out", str(out_dir), "--samples", "100", "--method", "pca", "--no-tensorboard"]) == 0
+    assert main([str(synthetic_run), str(image), "--out", str(out_dir), "--samples", "100", "--method", "pca", "--no-tensorboard"]) == 0
     assert "your image seven.png: predicted 7" in capsys.readouterr().out
     assert (out_dir / "saliency.png").is_file() and (out_dir / "feature_maps.png").is_file()
 
@@ -351,5 +352,5 @@ def test_explain_command_on_a_user_image(trained_run, tmp_path, capsys):
     from PIL import Image
 
     Image.new("L", (100, 100), 255).save(blank)
-    assert main([str(trained_run), str(blank), "--out", str(out_dir), "--no-tensorboard"]) == 2
+    assert main([str(synthetic_run), str(blank), "--out", str(out_dir), "--no-tensorboard"]) == 2
     assert "no digit found" in capsys.readouterr().err

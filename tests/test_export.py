@@ -11,15 +11,15 @@ from lenet.inference import load_model, onnx_session
 
 
 @pytest.fixture(scope="module")
-def exported(trained_run, tmp_path_factory):
+def exported(synthetic_run, tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
-    assert main([str(trained_run), "--onnx", str(folder / "m.onnx")]) == 0
+    assert main([str(synthetic_run), "--onnx", str(folder / "m.onnx")]) == 0
     return folder
 
 
-def test_onnx_matches_the_checkpoint(trained_run, exported, mnist_test):
-    images = mnist_test[0][:512].float() / 255
-    expected = load_model(trained_run).predict_probs(images)
+def test_onnx_matches_the_checkpoint(synthetic_run, exported, synthetic_test):
+    images = synthetic_test[0][:512].float() / 255
+    expected = load_model(synthetic_run).predict_probs(images)
     probs = torch.from_numpy(onnx_session(exported / "m.onnx").run(None, {"images": images.numpy()})[0])
     assert probs.shape == (512, 10)
     assert (probs - expected).abs().max().item() < 1e-5
@@ -39,15 +39,15 @@ def test_export_cli_reports_bad_checkpoints_and_paths(tmp_path, capsys):
     assert "does not exist; create it" in capsys.readouterr().err
 
 
-def test_onnx_runtime_model_matches_pytorch(trained_run, exported, mnist_test):
+def test_onnx_runtime_model_matches_pytorch(synthetic_run, exported, synthetic_test):
     """lenet.inference's ONNX Runtime model against the checkpoint's PyTorch model on 2,000 test
     digits, at 1 thread and at one per core, alone and side by side in an ensemble."""
     from lenet.inference import load_ensemble, load_onnx
 
-    images = mnist_test[0][:2000]
-    expected = load_model(trained_run).predict_probs(images)
+    images = synthetic_test[0][:2000]
+    expected = load_model(synthetic_run).predict_probs(images)
     for threads in (1, 0):
         probs = load_onnx(exported / "m.onnx", threads).predict_probs(images)
         assert (probs - expected).abs().max().item() < 1e-5
-    ensemble = load_ensemble([trained_run, exported / "m.onnx"])  # the two runtimes side by side
+    ensemble = load_ensemble([synthetic_run, exported / "m.onnx"])  # the two runtimes side by side
     assert (ensemble.predict_probs(images) - expected).abs().max().item() < 1e-5

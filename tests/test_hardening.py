@@ -26,6 +26,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from helpers import first_of
 from lenet import export, predict, serve
 from lenet.serve import DecodeBudget, HeadTimeoutH11, create_app
 
@@ -57,14 +58,15 @@ def png_claiming(width: int, height: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def client(trained_run):
-    with TestClient(create_app(trained_run)) as client:
+def client(synthetic_run):
+    with TestClient(create_app(synthetic_run)) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def digit_png(mnist_test) -> bytes:
-    digit = Image.fromarray(255 - mnist_test[0][0, 0].numpy()).resize((84, 84))
+def digit_png(synthetic_test) -> bytes:
+    """A seven, dark on white paper."""
+    digit = Image.fromarray(255 - synthetic_test[0][first_of(synthetic_test[1], 7), 0].numpy()).resize((84, 84))
     paper = Image.new("L", (200, 160), 255)
     paper.paste(digit, (60, 40))
     return png_of(paper)
@@ -127,7 +129,7 @@ def run_asgi(app, *, headers: list[tuple[bytes, bytes]], chunks: list[bytes], st
         asked += 1
         if asked <= len(chunks):
             return {"type": "http.request", "body": chunks[asked - 1], "more_body": stall or asked < len(chunks)}
-        await asyncio.sleep(3600)  # a client that stopped sending
+        await asyncio.Event().wait()  # a client that stopped sending: never set
         raise AssertionError("unreachable")
 
     async def send(message: dict) -> None:
@@ -164,6 +166,16 @@ def test_body_limits_answer_413_and_408_and_close_the_connection():
     assert (status, body["error"]) == (400, "bad_request") and "image: Field required" in body["detail"]
 
 
+async def until(condition, timeout_s: float = 5) -> None:
+    """Lets the other tasks run until `condition()` holds."""
+
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0)  # one turn of the event loop, not a wait
+
+    await asyncio.wait_for(poll(), timeout_s)
+
+
 def test_decode_budget_queues_then_answers_503_with_retry_after():
     async def scenario() -> list[str]:
         budget = DecodeBudget(pixels=100, max_waiting=1, wait_s=0.3)
@@ -181,10 +193,10 @@ def test_decode_budget_queues_then_answers_503_with_retry_after():
                 outcomes.append(f"{name} 503")
 
         first = asyncio.create_task(request("big", 80, hold=True))
-        await asyncio.sleep(0.01)
+        await until(lambda: outcomes == ["big ran"])
         small = asyncio.create_task(request("small", 20, hold=False))  # fits beside it
         waiting = asyncio.create_task(request("waits", 50, hold=False))  # queued, then times out
-        await asyncio.sleep(0.01)
+        await until(lambda: budget.waiting == 1)
         await request("refused", 50, hold=False)  # the queue is full: at once
         await asyncio.gather(small, waiting)
         release.set()
@@ -212,10 +224,10 @@ def running_server(protocol: type[HeadTimeoutH11], listening: socket.socket) -> 
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
     try:
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.05)
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the uvicorn server did not start"
+            thread.join(timeout=0.05)  # returns at once if the server thread ends
         yield listening.getsockname()[1]
     finally:
         server.should_exit = True
@@ -314,9 +326,9 @@ def test_prediction_side_imports_no_training_stack():
     assert import_check("lenet.predict, lenet.export") == {"torch"}
 
 
-def bad_checkpoints(trained_run: Path, folder: Path) -> dict[str, tuple[Path, str]]:
+def bad_checkpoints(synthetic_run: Path, folder: Path) -> dict[str, tuple[Path, str]]:
     """name -> (checkpoint, words its one-line error must contain)."""
-    good = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
+    good = torch.load(synthetic_run / "checkpoints" / "best.ckpt", weights_only=True)
 
     def variant(name: str, change) -> Path:
         checkpoint = copy.deepcopy(good)
@@ -348,8 +360,8 @@ def bad_checkpoints(trained_run: Path, folder: Path) -> dict[str, tuple[Path, st
 
 
 @pytest.fixture(scope="module")
-def broken(trained_run, tmp_path_factory):
-    return bad_checkpoints(trained_run, tmp_path_factory.mktemp("bad_checkpoints"))
+def broken(synthetic_run, tmp_path_factory):
+    return bad_checkpoints(synthetic_run, tmp_path_factory.mktemp("bad_checkpoints"))
 
 
 CASES = ["another module", "another architecture", "unknown dataset", "bad _target_", "impossible argument",

@@ -14,8 +14,8 @@ MODEL_CONFIGS = {"lenet5": 44_426, "lenet5_classic": 60_850, "cnn": 104_938}
 
 
 @pytest.mark.parametrize("name", MODEL_CONFIGS)
-def test_model_config_builds_and_runs_forward_backward_on_cpu(name, tmp_path):
-    cfg = compose_config(tmp_path, [f"model={name}"])
+def test_model_config_builds_and_runs_forward_backward_on_cpu(name, tmp_path, synthetic_dir):
+    cfg = compose_config(tmp_path, [f"model={name}"], synthetic_dir)
     classifier = instantiate(cfg.model, _recursive_=False)
     assert count_parameters(classifier.net) == MODEL_CONFIGS[name]
     torch.manual_seed(0)

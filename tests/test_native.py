@@ -62,10 +62,10 @@ def test_the_c_struct_is_the_layout_derived_from_lenet5():
 
 
 @needs_compiler
-def test_kernel_gives_pytorchs_probabilities_for_one_image_and_any_batch(trained_run, mnist_test):
-    loaded = load_model(trained_run)
+def test_kernel_gives_pytorchs_probabilities_for_one_image_and_any_batch(synthetic_run, synthetic_test):
+    loaded = load_model(synthetic_run)
     model = native.load_native(loaded)
-    images, labels = mnist_test[0][:1000], mnist_test[1][:1000]
+    images, labels = synthetic_test[0][:1000], synthetic_test[1][:1000]
     expected = loaded.predict_probs(images)
     for count in (1000, 37, 16, 15, 2):  # whole groups of 16 images, and groups padded with blank lanes
         assert (model.predict_probs(images[:count]) - expected[:count]).abs().max() < 1e-5
@@ -168,36 +168,36 @@ def test_clear_refusals(tmp_path, monkeypatch):
 
 
 @needs_compiler
-def test_predict_native_gives_the_same_answers(trained_run, image_dir, tmp_path, capsys):  # noqa: F811
+def test_predict_native_gives_the_same_answers(synthetic_run, synthetic_images, tmp_path, capsys):
     from lenet.predict import PARALLEL_FROM, main
 
-    folder, _ = image_dir
+    folder, _ = synthetic_images
     many = tmp_path / "many"  # enough images for the parallel path: the kernel on one thread
     many.mkdir()
     for copy in range(-(-PARALLEL_FROM // 10)):
         for image in folder.iterdir():
             (many / f"{copy}_{image.name}").write_bytes(image.read_bytes())
     for images in (folder, many):
-        assert main([str(trained_run), str(images), "--json"]) == 0
+        assert main([str(synthetic_run), str(images), "--json"]) == 0
         pytorch = json_lines(capsys.readouterr().out)
-        assert main([str(trained_run), str(images), "--json", "--native", "--batch-size", "7"]) == 0
+        assert main([str(synthetic_run), str(images), "--json", "--native", "--batch-size", "7"]) == 0
         kernel = json_lines(capsys.readouterr().out)
         assert [r["digit"] for r in kernel] == [r["digit"] for r in pytorch] and len(kernel) in (10, 10 * -(-PARALLEL_FROM // 10))
         assert max(abs(a - b) for x, y in zip(kernel, pytorch) for a, b in zip(x["probs"], y["probs"])) < 1e-5
     with pytest.raises(SystemExit):
-        main([str(trained_run), str(folder), "--native", "--device", "cuda"])
+        main([str(synthetic_run), str(folder), "--native", "--device", "cuda"])
     assert "--native runs on the CPU" in capsys.readouterr().err
 
 
 @needs_compiler
-def test_serve_native_gives_the_same_answers(trained_run, digits):  # noqa: F811
+def test_serve_native_gives_the_same_answers(synthetic_run, digits):  # noqa: F811
     from lenet.serve import create_app
 
-    assert isinstance(load_ensemble([trained_run], native=True), native.NativeModel)
+    assert isinstance(load_ensemble([synthetic_run], native=True), native.NativeModel)
     batch = [("files", (f"{i}.png", data, "image/png")) for i, (data, _) in enumerate(digits)]
     answers = {}
     for kind in ("pytorch", "native"):
-        with TestClient(create_app(trained_run, native=kind == "native")) as client:
+        with TestClient(create_app(synthetic_run, native=kind == "native")) as client:
             one = client.post("/predict", files={"file": ("digit.png", digits[0][0], "image/png")}).json()
             answers[kind] = [one, *client.post("/predict/batch", files=batch).json()["predictions"]]
             assert isinstance(client.app.state.model, native.NativeModel) == (kind == "native")

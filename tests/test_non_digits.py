@@ -52,9 +52,9 @@ def test_prepare_image_refuses(name):
         prepare_image(NON_DIGITS[name])
 
 
-def test_a_digit_on_the_same_uneven_pages_is_still_read(mnist_test):
+def test_a_digit_on_the_same_uneven_pages_is_still_read(synthetic_test):
     """The refusals must not cost real digits: an MNIST digit drawn onto the vignetted page is prepared."""
-    digit = np.asarray(Image.fromarray(mnist_test[0][0, 0].numpy()).resize((200, 200)), np.float32) / 255
+    digit = np.asarray(Image.fromarray(synthetic_test[0][0, 0].numpy()).resize((200, 200)), np.float32) / 255
     page = Image.open(io.BytesIO(NON_DIGITS["45% vignetting"])).convert("L")
     pixels = np.asarray(page, np.float32)
     pixels[140:340, 220:420] *= 1 - 0.8 * digit
@@ -62,16 +62,16 @@ def test_a_digit_on_the_same_uneven_pages_is_still_read(mnist_test):
     assert prepared.shape == (1, 28, 28) and float(prepared.max()) == pytest.approx(1.0)
 
 
-def test_lenet_predict_says_no_digit(trained_run, tmp_path, capsys):
+def test_lenet_predict_says_no_digit(synthetic_run, tmp_path, capsys):
     for i, data in enumerate(NON_DIGITS.values()):
         (tmp_path / f"{i}.png").write_bytes(data)
-    assert predict_main([str(trained_run), str(tmp_path)]) == 1
+    assert predict_main([str(synthetic_run), str(tmp_path)]) == 1
     errors = capsys.readouterr().err.splitlines()
     assert sum("no digit found" in line for line in errors) == len(NON_DIGITS)
 
 
-def test_api_answers_422_no_digit(trained_run):
-    with TestClient(create_app(trained_run)) as client:
+def test_api_answers_422_no_digit(synthetic_run):
+    with TestClient(create_app(synthetic_run)) as client:
         for name, data in NON_DIGITS.items():
             response = client.post("/predict", files={"file": (f"{name}.png", data, "image/png")})
             assert response.status_code == 422, name

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, data_dir
+from helpers import REPO
 
 NOTEBOOK = REPO / "notebooks" / "lenet5_tutorial.ipynb"
 
@@ -51,11 +51,11 @@ def python_kernel(tmp_path, monkeypatch) -> str:
 
 
 @pytest.mark.slow
-def test_tutorial_notebook_runs_on_real_mnist(python_kernel, tmp_path, monkeypatch):
+def test_tutorial_notebook_runs_on_real_mnist(python_kernel, mnist_dir, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     run_dir = tmp_path / "tutorial_run"
-    monkeypatch.setenv("LENET_DATA_DIR", str(data_dir()))
+    monkeypatch.setenv("LENET_DATA_DIR", str(mnist_dir))
     monkeypatch.setenv("LENET_TUTORIAL_RUN_DIR", str(run_dir))
     notebook = read_notebook()
     client = NotebookClient(

@@ -14,28 +14,13 @@ from PIL import Image
 from lenet.predict import main
 
 
-@pytest.fixture(scope="module")
-def image_dir(tmp_path_factory, mnist_test) -> tuple[Path, dict[str, int]]:
-    """Ten test digits as user-like files (dark ink on white, larger canvas), in several formats."""
-    folder = tmp_path_factory.mktemp("images")
-    labels = {}
-    for index, suffix in zip(range(10), [".png", ".jpg", ".bmp", ".webp", ".tiff"] * 2):
-        digit = Image.fromarray(255 - mnist_test[0][index, 0].numpy()).resize((70, 70), Image.Resampling.BILINEAR)
-        paper = Image.new("L", (160, 120), 255)
-        paper.paste(digit, (10 + 8 * index, 30))
-        name = f"digit{index:02d}{suffix}"
-        paper.save(folder / name)
-        labels[name] = int(mnist_test[1][index])
-    return folder, labels
-
-
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def test_directory_json_in_batches(trained_run, image_dir, capsys):
-    folder, labels = image_dir
-    assert main([str(trained_run), str(folder), "--json", "--batch-size", "3"]) == 0
+def test_directory_json_in_batches(synthetic_run, synthetic_images, capsys):
+    folder, labels = synthetic_images
+    assert main([str(synthetic_run), str(folder), "--json", "--batch-size", "3"]) == 0
     records = json_lines(capsys.readouterr().out)
     assert [Path(r["path"]).name for r in records] == sorted(labels)  # every file, in order
     for record in records:
@@ -47,25 +32,25 @@ def test_directory_json_in_batches(trained_run, image_dir, capsys):
     assert correct >= 9  # one training epoch, user-like files
 
 
-def test_text_output_with_top_k(trained_run, image_dir, capsys):
-    folder, labels = image_dir
+def test_text_output_with_top_k(synthetic_run, synthetic_images, capsys):
+    folder, labels = synthetic_images
     path = folder / "digit00.png"
-    assert main([str(trained_run), str(path), "--top-k", "3"]) == 0
+    assert main([str(synthetic_run), str(path), "--top-k", "3"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"{path}: {labels['digit00.png']} (")
     assert line.count("%") == 3
-    assert main([str(trained_run), str(path), "--json", "--top-k", "2"]) == 0
+    assert main([str(synthetic_run), str(path), "--json", "--top-k", "2"]) == 0
     record = json_lines(capsys.readouterr().out)[0]
     assert [entry["digit"] for entry in record["top_k"]][0] == record["digit"] and len(record["top_k"]) == 2
 
 
-def test_unreadable_files_are_reported_and_the_rest_predicted(trained_run, image_dir, tmp_path, capsys):
-    folder, labels = image_dir
+def test_unreadable_files_are_reported_and_the_rest_predicted(synthetic_run, synthetic_images, tmp_path, capsys):
+    folder, labels = synthetic_images
     broken, blank, missing = tmp_path / "broken.png", tmp_path / "blank.png", tmp_path / "missing.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     Image.new("L", (50, 50), 255).save(blank)
     good = folder / "digit01.jpg"
-    status = main([str(trained_run), str(broken), str(good), str(blank), str(missing), "--json"])
+    status = main([str(synthetic_run), str(broken), str(good), str(blank), str(missing), "--json"])
     captured = capsys.readouterr()
     assert status == 1
     records = json_lines(captured.out)
@@ -76,8 +61,8 @@ def test_unreadable_files_are_reported_and_the_rest_predicted(trained_run, image
     assert "3 input(s) could not be predicted" in captured.err
 
 
-def test_broken_links_empty_directories_and_bad_floats_are_reported_one_line_each(trained_run, image_dir, tmp_path, capsys):
-    folder, labels = image_dir
+def test_broken_links_empty_directories_and_bad_floats_are_reported_one_line_each(synthetic_run, synthetic_images, tmp_path, capsys):
+    folder, labels = synthetic_images
     mixed, empty = tmp_path / "mixed", tmp_path / "empty"
     mixed.mkdir(), empty.mkdir()
     (mixed / "good.png").write_bytes((folder / "digit00.png").read_bytes())
@@ -88,7 +73,7 @@ def test_broken_links_empty_directories_and_bad_floats_are_reported_one_line_eac
     nan = np.zeros((64, 64), np.float32)
     nan[10:50, 30:34], nan[0, 0] = 1, np.nan
     Image.fromarray(nan, "F").save(mixed / "nan.tiff")
-    status = main([str(trained_run), str(mixed), str(empty)])
+    status = main([str(synthetic_run), str(mixed), str(empty)])
     captured = capsys.readouterr()
     assert status == 1
     [predicted] = captured.out.splitlines()  # the one good image, predicted despite the rest
@@ -106,25 +91,25 @@ def test_broken_links_empty_directories_and_bad_floats_are_reported_one_line_eac
     assert problems[5:] == ["lenet-predict: 5 input(s) could not be predicted (see above)"]
 
 
-def test_bad_checkpoint_and_options(tmp_path, image_dir, capsys):
-    assert main([str(tmp_path), str(image_dir[0])]) == 2
+def test_bad_checkpoint_and_options(tmp_path, synthetic_images, capsys):
+    assert main([str(tmp_path), str(synthetic_images[0])]) == 2
     assert "checkpoints/best.ckpt" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main([str(tmp_path), str(image_dir[0]), "--top-k", "11"])
+        main([str(tmp_path), str(synthetic_images[0]), "--top-k", "11"])
     assert "--top-k must be between 1 and 10" in capsys.readouterr().err
 
 
-def test_console_script(trained_run, image_dir):
-    folder, labels = image_dir
+def test_console_script(synthetic_run, synthetic_images):
+    folder, labels = synthetic_images
     script = Path(sys.executable).with_name("lenet-predict")
-    result = subprocess.run([str(script), str(trained_run), str(folder / "digit02.bmp")], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([str(script), str(synthetic_run), str(folder / "digit02.bmp")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{folder / 'digit02.bmp'}: {labels['digit02.bmp']} (")
 
 
-def test_parallel_preparation_keeps_the_order_and_the_answers(trained_run, image_dir, tmp_path, capsys):
+def test_parallel_preparation_keeps_the_order_and_the_answers(synthetic_run, synthetic_images, tmp_path, capsys):
     """Enough files for the worker processes, failures among them, small batches: the same lines, in order."""
-    folder, _ = image_dir
+    folder, _ = synthetic_images
     names = sorted(p.name for p in folder.iterdir())
     for copy in range(4):
         for name in names:
@@ -133,7 +118,7 @@ def test_parallel_preparation_keeps_the_order_and_the_answers(trained_run, image
     Image.new("L", (50, 50), 255).save(tmp_path / "3_blank.png")
     answers = {}
     for jobs in ("1", "2"):
-        status = main([str(trained_run), str(tmp_path), "--json", "--batch-size", "7", "--jobs", jobs])
+        status = main([str(synthetic_run), str(tmp_path), "--json", "--batch-size", "7", "--jobs", jobs])
         answers[jobs] = (status, capsys.readouterr())
     assert answers["1"][1].out == answers["2"][1].out and answers["1"][1].err == answers["2"][1].err
     records = json_lines(answers["2"][1].out)
@@ -142,15 +127,15 @@ def test_parallel_preparation_keeps_the_order_and_the_answers(trained_run, image
     assert "2 input(s) could not be predicted" in answers["2"][1].err
 
 
-def test_an_exported_onnx_model_gives_the_checkpoints_answers(trained_run, image_dir, tmp_path, capsys):
+def test_an_exported_onnx_model_gives_the_checkpoints_answers(synthetic_run, synthetic_images, tmp_path, capsys):
     """The same images through ONNX Runtime (an exported .onnx) and PyTorch (the checkpoint): same probabilities."""
     from lenet.export import main as export
 
-    assert export([str(trained_run), "--onnx", str(tmp_path / "model.onnx")]) == 0
+    assert export([str(synthetic_run), "--onnx", str(tmp_path / "model.onnx")]) == 0
     capsys.readouterr()
-    folder, _ = image_dir
+    folder, _ = synthetic_images
     outputs = []
-    for model in (trained_run, tmp_path / "model.onnx"):
+    for model in (synthetic_run, tmp_path / "model.onnx"):
         assert main([str(model), str(folder), "--json"]) == 0
         outputs.append(json_lines(capsys.readouterr().out))
     torch_records, onnx_records = outputs

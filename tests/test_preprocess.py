@@ -11,15 +11,16 @@ import torch
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from helpers import first_of
 from lenet.preprocess import ImageError, ImageTooLargeError, NoDigitError, prepare_image
 
-DIGITS = range(12)  # the first test images: every digit at least once
 SAME = 0.05  # mean absolute pixel difference between two preparations of one digit (edge blur)
 SAME_LOSSY = 0.07  # JPEG/WebP artefacts, 1-bit thresholding
 
 
-def mnist_digit(mnist_test, index: int) -> np.ndarray:
-    return mnist_test[0][index, 0].numpy()  # uint8 (28, 28), light ink on black
+def mnist_digit(test_split, digit: int) -> np.ndarray:
+    """The split's first image of `digit`: uint8 (28, 28), light ink on black, in MNIST's geometry."""
+    return test_split[0][first_of(test_split[1], digit), 0].numpy()
 
 
 def on_paper(digit: np.ndarray, scale: float, canvas: tuple[int, int], at: tuple[int, int]) -> Image.Image:
@@ -55,8 +56,8 @@ def centred(image: torch.Tensor) -> bool:
 
 
 @pytest.fixture(scope="module")
-def seven(mnist_test) -> np.ndarray:
-    return mnist_digit(mnist_test, 0)  # the first test image is a 7
+def seven(synthetic_test) -> np.ndarray:
+    return mnist_digit(synthetic_test, 7)
 
 
 @pytest.fixture(scope="module")
@@ -77,20 +78,20 @@ def test_output_contract(seven_prepared):
 
 
 def test_mnist_digits_pass_through_almost_unchanged(mnist_test):
-    differences = [mean_abs(prepare_image(Image.fromarray(mnist_digit(mnist_test, i))), mnist_digit(mnist_test, i) / 255) for i in DIGITS]
+    differences = [mean_abs(prepare_image(Image.fromarray(mnist_digit(mnist_test, d))), mnist_digit(mnist_test, d) / 255) for d in range(10)]
     assert np.mean(differences) < 0.01, differences
     assert max(differences) < 0.05, differences
 
 
 @pytest.mark.parametrize("scale, canvas, at", [(3, (600, 800), (40, 520)), (1.5, (300, 200), (230, 10)), (8, (1500, 1200), (700, 300))])
-def test_small_off_centre_dark_digit_on_white_matches_mnist_input(mnist_test, scale, canvas, at):
-    for index in DIGITS:
-        digit = mnist_digit(mnist_test, index)
+def test_small_off_centre_dark_digit_on_white_matches_mnist_input(synthetic_test, scale, canvas, at):
+    for label in range(10):
+        digit = mnist_digit(synthetic_test, label)
         user = prepare_image(encode(on_paper(digit, scale, canvas, at), "PNG"))
         mnist_style = prepare_image(Image.fromarray(digit))
-        assert centred(user), index
-        assert mean_abs(user, mnist_style) < SAME, index
-        assert mean_abs(user, digit / 255) < SAME, index
+        assert centred(user), label
+        assert mean_abs(user, mnist_style) < SAME, label
+        assert mean_abs(user, digit / 255) < SAME, label
 
 
 def test_background_noise_and_specks_are_removed(seven, seven_prepared):
@@ -297,14 +298,14 @@ def test_every_other_3x3_mean_is_scipys():
         assert np.allclose(_mean_3x3_every_other(grey), ndimage.uniform_filter(grey, size=3)[1:-1:2, 1:-1:2], atol=1e-6)
 
 
-def test_thick_strokes_are_read_at_the_digits_scale_with_the_same_result(mnist_test, monkeypatch):
+def test_thick_strokes_are_read_at_the_digits_scale_with_the_same_result(synthetic_test, monkeypatch):
     """A drawing-pad digit (strokes ~20 px) has its specks and soft edges found on a shrunk copy; the
     prepared digit matches the full-resolution path, and thin pen lines are never shrunk."""
     import lenet.preprocess as preprocess
 
     shrink, factors = preprocess._shrink, []
     monkeypatch.setattr(preprocess, "_shrink", lambda ink, factor, offset: factors.append(factor) or shrink(ink, factor, offset))
-    pads = [on_paper(mnist_digit(mnist_test, i), 8, (280, 280), (20 + 3 * i, 40)) for i in DIGITS]  # 224 px, ~20 px strokes
+    pads = [on_paper(mnist_digit(synthetic_test, d), 8, (280, 280), (20 + 3 * d, 40)) for d in range(10)]  # 224 px, ~20 px strokes
     shrunk = [prepare_image(encode(pad, "PNG")) for pad in pads]
     assert len(factors) == len(pads) and min(factors) >= 2
 

@@ -18,10 +18,11 @@ from lenet.inference import load_ensemble, load_model
 
 from helpers import REPO, data_dir
 
+FROM_FILES = {"usps", "unipen_test"}  # sets read from real data files; the others are drawn from MNIST's test digits
 
 
-def available(name: str) -> str:
-    reason = realdigits.unavailable(name, data_dir())
+def available(name: str, folder) -> str:
+    reason = realdigits.unavailable(name, folder)
     if reason:
         pytest.skip(reason)
     return name
@@ -31,32 +32,33 @@ def pixels(image) -> np.ndarray:
     return np.asarray(image)
 
 
-@pytest.mark.parametrize("name", realdigits.SET_NAMES)
-def test_each_set_is_seeded_and_any_prefix_is_the_same(name):
-    available(name)
-    first = realdigits.make_set(name, limit=6, seed=3, data_dir=data_dir())
-    again = realdigits.make_set(name, limit=9, seed=3, data_dir=data_dir())
-    other = realdigits.make_set(name, limit=6, seed=4, data_dir=data_dir())
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in FROM_FILES else n for n in realdigits.SET_NAMES])
+def test_each_set_is_seeded_and_any_prefix_is_the_same(name, synthetic_dir):
+    folder = data_dir() if name in FROM_FILES else synthetic_dir
+    available(name, folder)
+    first = realdigits.make_set(name, limit=6, seed=3, data_dir=folder)
+    again = realdigits.make_set(name, limit=9, seed=3, data_dir=folder)
+    other = realdigits.make_set(name, limit=6, seed=4, data_dir=folder)
     assert len(first.images) == 6 and first.labels.dtype == np.int64
     assert np.array_equal(first.labels, again.labels[:6])
     assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(first.images, again.images))
     assert not all(pixels(a).shape == pixels(b).shape and np.array_equal(pixels(a), pixels(b)) for a, b in zip(first.images, other.images))
 
 
-def test_usps_keeps_the_files_labels_and_mnist_sets_are_balanced():
-    _, usps_labels = realdigits.usps_test(str(data_dir()))
+def test_usps_keeps_the_files_labels_and_mnist_sets_are_balanced(mnist_dir):
+    _, usps_labels = realdigits.usps_test(str(mnist_dir))
     assert len(usps_labels) == 2007 and np.bincount(usps_labels).tolist() == [359, 264, 198, 166, 200, 160, 170, 147, 166, 177]
-    assert np.array_equal(realdigits.make_set("usps", limit=25, data_dir=data_dir()).labels, usps_labels[:25])
+    assert np.array_equal(realdigits.make_set("usps", limit=25, data_dir=mnist_dir).labels, usps_labels[:25])
     # Any prefix of an MNIST-derived set is balanced, and each image comes from a test digit of its label.
-    images, labels = realdigits.mnist_test(str(data_dir()))
-    digits, chosen = realdigits.balanced_mnist("pen", range(10), 30, 0, str(data_dir()))
+    images, labels = realdigits.mnist_test(str(mnist_dir))
+    digits, chosen = realdigits.balanced_mnist("pen", range(10), 30, 0, str(mnist_dir))
     assert np.bincount(chosen).tolist() == [3] * 10
     for digit, label in zip(digits, chosen):
         assert label in labels[(images == digit).all(axis=(1, 2))]
 
 
-def test_pen_digits_are_drawn_as_the_drawing_page_draws():
-    pen = realdigits.make_set("pen", limit=20, data_dir=data_dir())
+def test_pen_digits_are_drawn_as_the_drawing_page_draws(synthetic_dir):
+    pen = realdigits.make_set("pen", limit=20, data_dir=synthetic_dir)
     for image in pen.images:
         assert image.shape == (280, 280) and image.dtype == np.uint8
         assert image.min() == 0 and (image[[0, -1]][:, [0, -1]] == 255).all()  # black pen, white pad
@@ -64,8 +66,8 @@ def test_pen_digits_are_drawn_as_the_drawing_page_draws():
         assert rows[-1] - rows[0] <= 230 + 30  # digit height plus the pen's round ends
 
 
-def test_binary_scans_are_binary_and_stretched_to_a_square():
-    scans = realdigits.make_set("binary_scan", limit=20, data_dir=data_dir())
+def test_binary_scans_are_binary_and_stretched_to_a_square(synthetic_dir):
+    scans = realdigits.make_set("binary_scan", limit=20, data_dir=synthetic_dir)
     for image, label in zip(scans.images, scans.labels):
         assert set(np.unique(image)) <= {0, 255}
         rows, cols = np.flatnonzero((image == 0).any(axis=1)), np.flatnonzero((image == 0).any(axis=0))
@@ -74,8 +76,9 @@ def test_binary_scans_are_binary_and_stretched_to_a_square():
             assert 0.8 <= width / height <= 1.25
 
 
-def test_style_strokes_add_ink_where_the_style_puts_it():
-    images, labels = realdigits.balanced_mnist("styles", (1, 7, 9), 3, 0, str(data_dir()), realdigits.plain_for_style)
+def test_style_strokes_add_ink_where_the_style_puts_it(mnist_dir):
+    """On real MNIST: where a flag, a crossbar or a tail goes depends on how people write 1s, 7s and 9s."""
+    images, labels = realdigits.balanced_mnist("styles", (1, 7, 9), 3, 0, str(mnist_dir), realdigits.plain_for_style)
     for digit, label in zip(images, labels):
         centre = realdigits.skeleton(digit)
         stroke = realdigits.style_stroke(centre, int(label), np.random.default_rng(0))
@@ -92,9 +95,10 @@ def test_style_strokes_add_ink_where_the_style_puts_it():
         assert (styled < 128).sum() > (plain < 128).sum()
 
 
-def test_refused_images_are_flagged_and_counted_wrong():
+def test_refused_images_are_flagged_and_counted_wrong(synthetic_dir):
     blank = np.full((60, 60), 240, np.uint8)
-    prepared = realdigits.prepare_set(realdigits.DigitSet("pen", [blank, realdigits.make_set("pen", limit=1).images[0]], np.array([3, 0]), {}))
+    pen = realdigits.make_set("pen", limit=1, data_dir=synthetic_dir).images[0]
+    prepared = realdigits.prepare_set(realdigits.DigitSet("pen", [blank, pen], np.array([3, 0]), {}))
     assert prepared.refused.tolist() == [True, False] and prepared.reasons == ["no digit found"]
     assert prepared.images[0].abs().sum() == 0 and prepared.images[1].max() == 1
 
@@ -120,7 +124,7 @@ def test_unsure_answers_and_choosing_a_threshold():
     assert realdigits.choose_threshold({"usps": scored}, "usps", max_unsure=0.0, thresholds=[0.95]) is None
 
 
-def test_prepared_sets_are_cached_reused_and_invalidated(tmp_path, monkeypatch):
+def test_prepared_sets_are_cached_reused_and_invalidated(tmp_path, monkeypatch, synthetic_dir):
     calls = []
 
     def counting_prepare(image):
@@ -128,24 +132,24 @@ def test_prepared_sets_are_cached_reused_and_invalidated(tmp_path, monkeypatch):
         return lenet.preprocess.prepare_image(image)
 
     monkeypatch.setattr(realdigits, "prepare_image", counting_prepare)
-    first = realdigits.load_prepared("binary_scan", limit=8, data_dir=data_dir(), cache_dir=tmp_path)
+    first = realdigits.load_prepared("binary_scan", limit=8, data_dir=synthetic_dir, cache_dir=tmp_path)
     assert len(calls) == 8 and first.images.shape == (8, 1, 28, 28)
-    again = realdigits.load_prepared("binary_scan", limit=8, data_dir=data_dir(), cache_dir=tmp_path)
-    fewer = realdigits.load_prepared("binary_scan", limit=5, data_dir=data_dir(), cache_dir=tmp_path)
+    again = realdigits.load_prepared("binary_scan", limit=8, data_dir=synthetic_dir, cache_dir=tmp_path)
+    fewer = realdigits.load_prepared("binary_scan", limit=5, data_dir=synthetic_dir, cache_dir=tmp_path)
     assert len(calls) == 8  # the cache served both
     assert torch.equal(again.images, first.images) and torch.equal(fewer.images, first.images[:5])
 
-    realdigits.load_prepared("binary_scan", limit=8, data_dir=data_dir(), cache_dir=tmp_path, scale=(3, 3))
+    realdigits.load_prepared("binary_scan", limit=8, data_dir=synthetic_dir, cache_dir=tmp_path, scale=(3, 3))
     assert len(calls) == 16  # other generator parameters: made and prepared again
-    realdigits.load_prepared("binary_scan", limit=8, seed=1, data_dir=data_dir(), cache_dir=tmp_path)
+    realdigits.load_prepared("binary_scan", limit=8, seed=1, data_dir=synthetic_dir, cache_dir=tmp_path)
     assert len(calls) == 24  # another seed too
 
     edited = tmp_path / "preprocess.py"  # the product's preprocessing changes: the prepared images are stale
     shutil.copy(lenet.preprocess.__file__, edited)
     edited.write_text(edited.read_text() + "\n# changed\n")
-    key = realdigits.cache_key("binary_scan", 0, data_dir())
+    key = realdigits.cache_key("binary_scan", 0, synthetic_dir)
     monkeypatch.setattr(lenet.preprocess, "__file__", str(edited))
-    assert realdigits.cache_key("binary_scan", 0, data_dir()) != key
+    assert realdigits.cache_key("binary_scan", 0, synthetic_dir) != key
 
 
 def run_cli(args: list[str]) -> list[dict]:
@@ -155,13 +159,13 @@ def run_cli(args: list[str]) -> list[dict]:
     return module.main(args)
 
 
-def test_benchmark_runs_end_to_end_on_a_trained_checkpoint(trained_run, tmp_path, capsys):
+def test_benchmark_runs_end_to_end_on_a_trained_checkpoint(trained_run, mnist_dir, tmp_path, capsys):
     out = tmp_path / "results" / "real_digits.json"
-    args = ["--limit", "60", "--results-dir", str(out.parent), "--cache-dir", str(tmp_path / "cache"), "--data-dir", str(data_dir())]
+    args = ["--limit", "60", "--results-dir", str(out.parent), "--cache-dir", str(tmp_path / "cache"), "--data-dir", str(mnist_dir)]
     rows = run_cli([str(trained_run), f"pair={trained_run},{trained_run}", *args, "--misread", "usps"])
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
-    names = [name for name in realdigits.SET_NAMES if realdigits.unavailable(name, data_dir()) is None]
+    names = [name for name in realdigits.SET_NAMES if realdigits.unavailable(name, mnist_dir) is None]
     assert {"usps", "pen", "binary_scan", "styles"} <= set(names)
     assert list(report["sets"]) == ["mnist", *names] and report["sets"]["pen"]["count"] == 60
     assert report["facts"]["cpu"] and report["facts"]["git"]  # a results file names the machine and the code
@@ -186,10 +190,10 @@ def test_benchmark_runs_end_to_end_on_a_trained_checkpoint(trained_run, tmp_path
     assert misread > 0 and Image.open(out.with_name("real_digits_misread_usps.png")).size[1] >= 100 * -(-misread // 10)
 
 
-def test_identical_checkpoints_as_an_ensemble_score_as_the_single_model(trained_run, tmp_path):
-    sets = realdigits.load_sets(["usps", "pen"], limit=40, data_dir=data_dir(), cache_dir=tmp_path, reference=False)
-    single = realdigits.benchmark(load_model(trained_run), sets)
-    ensemble = realdigits.benchmark(load_ensemble([trained_run, trained_run]), sets)
+def test_identical_checkpoints_as_an_ensemble_score_as_the_single_model(synthetic_run, synthetic_dir, tmp_path):
+    sets = realdigits.load_sets(["pen", "binary_scan"], limit=40, data_dir=synthetic_dir, cache_dir=tmp_path, reference=False)
+    single = realdigits.benchmark(load_model(synthetic_run), sets)
+    ensemble = realdigits.benchmark(load_ensemble([synthetic_run, synthetic_run]), sets)
     for name in sets:
         assert torch.allclose(ensemble[name].evaluation.probs, single[name].evaluation.probs, atol=1e-6)
         assert ensemble[name].as_dict() == single[name].as_dict()  # (p + p) / 2 == p exactly

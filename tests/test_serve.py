@@ -22,23 +22,23 @@ def png_of(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def user_digit(mnist_test, index: int) -> bytes:
+def user_digit(synthetic_test, index: int) -> bytes:
     """A test digit as dark ink on a white 200x300 PNG, small and off-centre."""
-    digit = Image.fromarray(255 - mnist_test[0][index, 0].numpy()).resize((84, 84), Image.Resampling.BILINEAR)
+    digit = Image.fromarray(255 - synthetic_test[0][index, 0].numpy()).resize((84, 84), Image.Resampling.BILINEAR)
     paper = Image.new("L", (300, 200), 255)
     paper.paste(digit, (190, 20))
     return png_of(paper)
 
 
 @pytest.fixture(scope="module")
-def client(trained_run):
-    with TestClient(create_app(trained_run, max_upload_bytes=MAX_UPLOAD)) as client:
+def client(synthetic_run):
+    with TestClient(create_app(synthetic_run, max_upload_bytes=MAX_UPLOAD)) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def digits(mnist_test) -> list[tuple[bytes, int]]:
-    return [(user_digit(mnist_test, i), int(mnist_test[1][i])) for i in range(10)]
+def digits(synthetic_test) -> list[tuple[bytes, int]]:
+    return [(user_digit(synthetic_test, i), int(synthetic_test[1][i])) for i in range(10)]
 
 
 def assert_prediction(body: dict, digit: int, preview: bool = False) -> None:
@@ -100,9 +100,9 @@ def test_batch_multipart_and_json_keep_order_and_per_image_errors(client, digits
     assert [p["digit"] for p in response.json()["predictions"]] == [label for _, label in digits[3:6]]
 
 
-def test_health_page_and_docs(client, trained_run):
+def test_health_page_and_docs(client, synthetic_run):
     health = client.get("/healthz").json()
-    assert health["status"] == "ok" and str(trained_run) in health["checkpoint"]
+    assert health["status"] == "ok" and str(synthetic_run) in health["checkpoint"]
     assert health["checkpoints"] == [health["checkpoint"]] and health["unsure_below"] == 0.5
     page = client.get("/")
     assert page.status_code == 200 and '<canvas id="pad"' in page.text
@@ -189,9 +189,9 @@ def test_batch_limits(client, digits):
     assert response.status_code == 413 and "at most 64" in response.json()["detail"]
 
 
-def test_ensemble_and_unsure_threshold(trained_run, digits):
+def test_ensemble_and_unsure_threshold(synthetic_run, digits):
     data, label = digits[0]
-    with TestClient(create_app([trained_run, trained_run], unsure_below=1.0)) as ensemble:
+    with TestClient(create_app([synthetic_run, synthetic_run], unsure_below=1.0)) as ensemble:
         health = ensemble.get("/healthz").json()
         assert len(health["checkpoints"]) == 2 and health["unsure_below"] == 1.0
         body = ensemble.post("/predict", files={"file": ("x.png", data, "image/png")}).json()

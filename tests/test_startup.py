@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from lenet.startup import end_of_startup, imports_without_collector
-from helpers import REPO, data_dir
+from helpers import REPO
 
 
 @pytest.fixture
@@ -71,8 +71,8 @@ print(json.dumps(seen))
 """
 
 
-def test_train_py_runs_with_the_collector_on_and_its_imports_frozen(tmp_path):
-    env = {**os.environ, "LENET_DATA_DIR": str(data_dir())}
+def test_train_py_runs_with_the_collector_on_and_its_imports_frozen(tmp_path, synthetic_dir):
+    env = {**os.environ, "LENET_DATA_DIR": str(synthetic_dir)}
     result = subprocess.run([sys.executable, "-c", CHECK_TRAIN_PY, str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
@@ -101,14 +101,14 @@ print(json.dumps(seen))
 """
 
 
-def test_lenet_predict_predicts_with_the_collector_on_and_torch_frozen(trained_run, tmp_path):
+def test_lenet_predict_predicts_with_the_collector_on_and_torch_frozen(synthetic_run, tmp_path):
     from PIL import Image, ImageDraw
 
     drawing = Image.new("L", (280, 280), 255)
     ImageDraw.Draw(drawing).line([(140, 40), (140, 240)], fill=0, width=24)  # a one
     drawing.save(tmp_path / "one.png")
     result = subprocess.run(
-        [sys.executable, "-c", CHECK_LENET_PREDICT, str(trained_run), str(tmp_path / "one.png")],
+        [sys.executable, "-c", CHECK_LENET_PREDICT, str(synthetic_run), str(tmp_path / "one.png")],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -4,7 +4,6 @@ Optuna study runs and resumes from its SQLite storage, and joblib runs jobs side
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -18,27 +17,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from helpers import REPO, compose_config, data_dir
+from helpers import REPO, TINY, compose_config, train_module
 from lenet.config import CONFIG_DIR, ConfigError
 from lenet.sweep import TEST_PREFIX, objective_value, set_threads
 
-# A few batches of real data; validation on 5 batches of 1000, so best_val_acc and test/acc differ.
-TINY = [
-    "trainer.max_epochs=1", "trainer.limit_train_batches=8", "+trainer.limit_val_batches=5",
-    "data.batch_size=128", "trainer.enable_progress_bar=false",
-]
-
-
-def train_module():
-    """train.py as a module: its Hydra main also accepts a composed config directly."""
-    spec = importlib.util.spec_from_file_location("train_entry_point", REPO / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def train_subprocess(args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LENET_DATA_DIR": str(data_dir()), "PYTHONUNBUFFERED": "1"}
+def train_subprocess(args: list[str], data: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LENET_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -48,27 +32,27 @@ def summary_rows(sweep_dir: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """(returned objective, run dir) of train.py's main on a tiny real training."""
+def tiny_run(tmp_path_factory, synthetic_dir):
+    """(returned objective, run dir) of train.py's main on a tiny training."""
     run_dir = tmp_path_factory.mktemp("objective")
-    returned = train_module().main(compose_config(run_dir, TINY))
+    returned = train_module().main(compose_config(run_dir, TINY, synthetic_dir))
     return returned, run_dir
 
 
-def test_train_returns_the_validation_objective_not_test_accuracy(tiny_run):
+def test_train_returns_the_validation_objective_not_test_accuracy(tiny_run, synthetic_dir):
     returned, run_dir = tiny_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["best_val_acc"] != metrics["test/acc"]  # so returning the test accuracy would fail below
     assert isinstance(returned, float) and returned == metrics["best_val_acc"]
     # Any metric but a test one can be the objective; one that is not a metric is named in the error.
-    cfg = compose_config(run_dir, [*TINY, "optimized_metric=epochs"])
+    cfg = compose_config(run_dir, [*TINY, "optimized_metric=epochs"], synthetic_dir)
     assert objective_value(cfg, metrics) == 1.0
     with pytest.raises(ConfigError, match=r"optimized_metric=val_acc is not among .*best_val_acc"):
-        objective_value(compose_config(run_dir, ["optimized_metric=val_acc"]), metrics)
+        objective_value(compose_config(run_dir, ["optimized_metric=val_acc"], synthetic_dir), metrics)
 
 
-def test_a_test_metric_as_objective_is_refused_before_training(tmp_path, capsys):
-    cfg = compose_config(tmp_path, [*TINY, "optimized_metric=test/acc"])
+def test_a_test_metric_as_objective_is_refused_before_training(tmp_path, capsys, synthetic_dir):
+    cfg = compose_config(tmp_path, [*TINY, "optimized_metric=test/acc"], synthetic_dir)
     with pytest.raises(SystemExit) as exit_info:  # train.py reports user errors in one line, status 2
         train_module().main(cfg)
     assert exit_info.value.code == 2
@@ -76,18 +60,18 @@ def test_a_test_metric_as_objective_is_refused_before_training(tmp_path, capsys)
     assert not (tmp_path / "metrics.json").exists()
 
 
-def test_threads_setting_is_applied_and_checked(tmp_path):
+def test_threads_setting_is_applied_and_checked(tmp_path, synthetic_dir):
     before = torch.get_num_threads()
     try:
-        set_threads(compose_config(tmp_path, ["threads=1"]))
+        set_threads(compose_config(tmp_path, ["threads=1"], synthetic_dir))
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    set_threads(compose_config(tmp_path))  # null: torch's default, untouched
+    set_threads(compose_config(tmp_path, data=synthetic_dir))  # null: torch's default, untouched
     assert torch.get_num_threads() == before
     for bad in ("0", "two", "1.5"):
         with pytest.raises(ConfigError, match=f"threads={bad} must be a whole number"):
-            set_threads(compose_config(tmp_path, [f"threads={bad}"]))
+            set_threads(compose_config(tmp_path, [f"threads={bad}"], synthetic_dir))
 
 
 def test_no_search_config_optimises_a_test_metric():
@@ -126,12 +110,12 @@ def test_tensorboard_hparams_show_the_objective_as_a_metric(tiny_run):
 
 
 @pytest.fixture(scope="module")
-def optuna_study(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def optuna_study(tmp_path_factory, synthetic_dir) -> tuple[Path, subprocess.CompletedProcess]:
     """A 3-trial Optuna study run two trials at a time by joblib: (its sweep folder, the process)."""
     root = tmp_path_factory.mktemp("optuna")
     args = ["hparams_search=optuna", "hydra/launcher=joblib", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=3", "threads=1"]
     # ${pid:} in the folder name must resolve to the launching process's id in both job processes.
-    result = train_subprocess([*args, *TINY, f"hydra.sweep.dir={root}/study_${{pid:}}"])
+    result = train_subprocess([*args, *TINY, f"hydra.sweep.dir={root}/study_${{pid:}}"], synthetic_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = root.iterdir()
     return sweep_dir, result
@@ -171,11 +155,11 @@ def test_optuna_summary_marks_the_best_trial_by_the_objective(optuna_study):
 
 
 @pytest.mark.slow
-def test_optuna_study_resumes_from_its_storage(optuna_study, tmp_path):
+def test_optuna_study_resumes_from_its_storage(optuna_study, tmp_path, synthetic_dir):
     """The same command on the same sweep folder goes on with the study it holds."""
     sweep_dir = shutil.copytree(optuna_study[0], tmp_path / "study")  # the shared study stays as it was
     earlier = {job: (sweep_dir / job / "metrics.json").read_text() for job in ("0", "1", "2")}
-    result = train_subprocess(["hparams_search=optuna", "hydra.sweeper.n_trials=1", *TINY, f"hydra.sweep.dir={sweep_dir}"])
+    result = train_subprocess(["hparams_search=optuna", "hydra.sweeper.n_trials=1", *TINY, f"hydra.sweep.dir={sweep_dir}"], synthetic_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     study = load_study(sweep_dir)
     assert len(study.trials) == 4 and study.trials[3].state.name == "COMPLETE"
