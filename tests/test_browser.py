@@ -82,7 +82,10 @@ def server(trained_run):
                 pass
             if time.monotonic() > deadline:
                 pytest.fail("lenet-serve did not answer /healthz within 180 s")
-            time.sleep(0.5)
+            try:
+                process.wait(timeout=0.2)  # returns at once if the server exits: reported above
+            except subprocess.TimeoutExpired:
+                pass
         yield url
     finally:
         process.terminate()
@@ -135,8 +138,9 @@ def to_screen(page, x: float, y: float) -> tuple[float, float]:
 
 
 def draw(page, strokes, pause_ms: int = 0, steps: int = 8, pen_down=lambda: None) -> None:
-    """Mouse strokes in pad units, `steps` mouse moves from point to point; `pause_ms` after each
-    point draws slowly, as a hand does; `pen_down` runs as each stroke starts."""
+    """Mouse strokes in pad units, `steps` mouse moves from point to point; `pen_down` runs as each
+    stroke starts. `pause_ms` draws as slowly as a hand: the page's clock (installed with
+    page.clock.install()) moves on that much after each point, its timers firing, without the test waiting."""
     for stroke in strokes:
         page.mouse.move(*to_screen(page, *stroke[0]))
         page.mouse.down()
@@ -144,7 +148,7 @@ def draw(page, strokes, pause_ms: int = 0, steps: int = 8, pen_down=lambda: None
         for point in stroke[1:]:
             page.mouse.move(*to_screen(page, *point), steps=steps)
             if pause_ms:
-                page.wait_for_timeout(pause_ms)
+                page.clock.run_for(pause_ms)
         page.mouse.up()
 
 
@@ -177,6 +181,12 @@ def shown(page, since: int | None = None) -> dict:
     read["state"] = page.evaluate("document.body.dataset.state")
     read["probs"] = [float(page.locator(f'#bars li[data-digit="{d}"]').get_attribute("data-prob")) for d in range(10)]
     return read
+
+
+def settled(page) -> None:
+    """Waits until the page has no request in flight and none scheduled (app.js's inFlight and timer):
+    without new input, nothing more will be sent or shown."""
+    page.wait_for_function("() => !inFlight && timer === null", timeout=60_000)
 
 
 def predict_requests(page) -> list:
@@ -251,20 +261,22 @@ def test_drawn_digits_are_recognised_and_announced(open_page):
     screenshot(page, "desktop")
 
     page.click("#clear")  # a cleared pad shows no prediction, even when a late answer arrives
-    page.wait_for_timeout(1000)
+    settled(page)
     assert page.locator("#digit").inner_text() == "?" and "Draw one digit" in region.inner_text()
 
 
 def test_requests_are_throttled_while_drawing(open_page):
     """About one request per 100 ms while the pen is down, and one at the end of the stroke."""
     page = open_page()
+    page.clock.install()  # the page's time, moved on by draw() as a hand would take it
+    page.reload()
     requests = predict_requests(page)
     before = drawn(page)
-    start = time.monotonic()
-    draw(page, [ELLIPSE], pause_ms=30, steps=2)  # a hand-paced 0: 80 mouse moves in 2 to 3 s
-    drawing_ms = int(1000 * (time.monotonic() - start))
+    start = page.evaluate("performance.now()")
+    draw(page, [ELLIPSE], pause_ms=30, steps=2)  # a hand-paced 0: 80 mouse moves in at least 1.2 s
+    drawing_ms = int(page.evaluate("performance.now()") - start)
     answer = shown(page, before)
-    page.wait_for_timeout(300)  # nothing more is sent once the answer is in
+    settled(page)  # nothing more is sent once the answer is in
     allowed = allowed_requests(drawing_ms)
     print(f"a 0 drawn in {drawing_ms} ms sent {len(requests)} requests (allowed {allowed}); the page shows {answer['digit']}")
     assert 2 <= len(requests) <= allowed  # live while drawing, but not one per mouse move
@@ -342,7 +354,8 @@ def test_live_off_waits_for_predict(open_page):
     requests = predict_requests(page)
     assert page.locator("#predict").is_visible()
     draw(page, STROKES[7])
-    page.wait_for_timeout(500)
+    page.wait_for_function("() => document.getElementById('hint').textContent.startsWith('Live is off')")
+    settled(page)
     assert requests == [] and page.locator("#digit").inner_text() == "?"
     assert page.locator("#hint").inner_text() == "Live is off: press Predict to read your drawing."
     before = drawn(page) - 1  # Predict asks for the drawing as it is
@@ -439,6 +452,7 @@ def test_phone_viewport(open_page):
     preview = page.locator("#preview").bounding_box()
     assert page.locator("#preview").is_visible() and preview["y"] + preview["height"] <= height, "the model's view is below the screen"
     assert page.evaluate("window.scrollY") == 0  # drawing did not scroll the page
+
 
 # ----------------------------------------------------------------------------- corrections (lenet-serve --collect)
 
