@@ -71,7 +71,7 @@ def card(models: Sequence[LoadedModel], figures: Mapping[str, Any] | None = None
             "checkpoints_sha256": [_sha256(model.checkpoint_path) for model in models],
             "recipe": dict(recipe or {}),
             "data": training_data(first.data_hparams),
-            "epochs": len(first.history),
+            "best_epochs": [len(model.history) for model in models],  # each member's best.ckpt: the epochs it had run
         },
         "figures": dict(figures or {}),
     }
@@ -104,7 +104,7 @@ def model_figures(results_path: Path, model: str) -> dict[str, Any]:
     figures = {name: round(scores["accuracy"], 4) for name, scores in row["sets"].items()}
     if "usps" in row["sets"]:
         figures["usps_unsure_rate"] = round(row["sets"]["usps"]["unsure_rate"], 4)
-    figures["measured_by"] = f"benchmarks/real_digits.py ({results.get('facts', {}).get('date', 'date unknown')})"
+    figures["measured_by"] = f"benchmarks/real_digits.py ({results.get('facts', {}).get('date_utc', 'date unknown')})"
     return figures
 
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     from lenet.experiment import recipe  # Lightning is imported only to name the recipe
 
     first = models[0]
-    path = ship(models, args.out, figures, recipe(first.model_hparams, first.data_hparams, epochs=len(first.history)))
+    path = ship(models, args.out, figures, recipe(first.model_hparams, first.data_hparams))
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
 
