@@ -83,6 +83,7 @@ def test_crafted_checkpoint_is_refused_by_evaluation_and_resume(synthetic_run, s
     assert not marker.exists()
 
 
+@pytest.mark.slow  # a process per command
 def test_crafted_checkpoint_is_refused_by_the_command_line_tools(synthetic_run, tmp_path):
     marker = tmp_path / "pwned"
     path = crafted_checkpoint(synthetic_run, tmp_path, "net", marker)

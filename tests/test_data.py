@@ -126,6 +126,7 @@ def test_gzip_only_folder_loads_the_same_tensors(data_copy, synthetic_test):
     assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
 
 
+@pytest.mark.slow  # a process of its own
 def test_reading_the_test_split_does_not_import_lightning(synthetic_dir):
     code = "import sys, lenet.evaluation as e; e.test_split('mnist'); print('lightning' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "LENET_DATA_DIR": str(synthetic_dir)})

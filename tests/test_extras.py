@@ -72,6 +72,7 @@ def test_an_onnx_file_without_onnx_runtime_names_the_export_extra(monkeypatch, t
         load_ensemble([tmp_path / "m.onnx"])
 
 
+@pytest.mark.slow  # a process importing the training stack
 def test_the_core_modules_import_without_any_extra():
     """Training, evaluation, prediction, explanations and comparisons, with every optional module hidden."""
     script = (

@@ -68,6 +68,7 @@ def test_train_command_composes(page, command):
     check_config_targets(job)  # and nothing is built that the allow-list does not name
 
 
+@pytest.mark.slow  # a process per command
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_console_script_answers_help(script):
     module = {"lenet-predict": "predict", "lenet-serve": "serve", "lenet-explain": "explain", "lenet-ensemble": "ensemble",

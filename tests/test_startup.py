@@ -71,6 +71,7 @@ print(json.dumps(seen))
 """
 
 
+@pytest.mark.slow  # a process importing train.py's stack
 def test_train_py_runs_with_the_collector_on_and_its_imports_frozen(tmp_path, synthetic_dir):
     env = {**os.environ, "LENET_DATA_DIR": str(synthetic_dir)}
     result = subprocess.run([sys.executable, "-c", CHECK_TRAIN_PY, str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
