@@ -240,6 +240,23 @@ def test_config_group_builds_the_augmentation(option, expected, tmp_path, synthe
     assert isinstance(datamodule.augment, expected)
 
 
+def test_robust_styles_is_robust_with_style_strokes_first(tmp_path, synthetic_dir):
+    """robust_styles.yaml composes robust.yaml by filling in its empty `styles` step: the same steps, in
+    order, after the strokes, and the same images as the composition written out."""
+    robust, styled = (
+        instantiate(compose_config(tmp_path, [f"augment={name}"], synthetic_dir).data, _recursive_=False).augment
+        for name in ("robust", "robust_styles")
+    )
+    assert isinstance(styled.transforms[0], StyleStrokes) and repr(styled.transforms[1:]) == repr(robust.transforms)
+    written_out = Compose([StyleStrokes(flag=0.25, crossbar=0.3), *robust.transforms])
+    x, labels = torch.rand(64, 1, 28, 28), torch.arange(64) % 10
+    torch.manual_seed(0)
+    composed = apply(styled, x, labels)
+    torch.manual_seed(0)
+    assert torch.equal(composed, apply(written_out, x, labels))
+    assert Compose({"off": None, "affine": RandomAffine()}).transforms[0].__class__ is RandomAffine  # empty steps skipped
+
+
 def test_augmentation_keeps_labels_a_trained_net_still_reads_the_digits(trained_run, mnist_test):
     images, labels = mnist_test
     model = load_model(trained_run)
