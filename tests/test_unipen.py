@@ -212,13 +212,11 @@ def test_bad_style_weights_are_refused() -> None:
         unipen_images.check_styles({"page": 0})
 
 
-def test_the_real_folder_reads_as_its_readme_says() -> None:
+def test_the_real_folder_reads_as_its_readme_says(mnist_dir: Path) -> None:
     """shared/data/UNIPEN: 15,306 drawable digits (README: 15,309, three of them padding strokes only), 13 contributors."""
-    from helpers import data_dir
-
-    if not (data_dir() / unipen.FOLDER).is_dir():
-        pytest.skip("no UNIPEN folder beside MNIST")
-    parts = unipen_images.split_digits(str(data_dir()))
+    if not (mnist_dir / unipen.FOLDER).is_dir():
+        pytest.skip(f"no UNIPEN folder in {mnist_dir} beside MNIST")
+    parts = unipen_images.split_digits(str(mnist_dir))
     digits = [d for part in parts.values() for d in part]
     assert len(digits) == 15_306
     assert len({d.contributor for d in digits}) == 13 and len({d.writer for d in digits}) == 221
