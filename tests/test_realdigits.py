@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +15,8 @@ import torch
 from PIL import Image
 
 import lenet.preprocess
+import lenet.realdigits.cache
+import lenet.realdigits.strokes
 from lenet import realdigits, render
 from lenet.inference import load_ensemble, load_model
 
@@ -131,7 +135,7 @@ def test_prepared_sets_are_cached_reused_and_invalidated(tmp_path, monkeypatch, 
         calls.append(1)
         return lenet.preprocess.prepare_image(image)
 
-    monkeypatch.setattr(realdigits, "prepare_image", counting_prepare)
+    monkeypatch.setattr(lenet.realdigits.cache, "prepare_image", counting_prepare)
     first = realdigits.load_prepared("binary_scan", limit=8, data_dir=synthetic_dir, cache_dir=tmp_path)
     assert len(calls) == 8 and first.images.shape == (8, 1, 28, 28)
     again = realdigits.load_prepared("binary_scan", limit=8, data_dir=synthetic_dir, cache_dir=tmp_path)
@@ -144,12 +148,26 @@ def test_prepared_sets_are_cached_reused_and_invalidated(tmp_path, monkeypatch, 
     realdigits.load_prepared("binary_scan", limit=8, seed=1, data_dir=synthetic_dir, cache_dir=tmp_path)
     assert len(calls) == 24  # another seed too
 
-    edited = tmp_path / "preprocess.py"  # the product's preprocessing changes: the prepared images are stale
-    shutil.copy(lenet.preprocess.__file__, edited)
-    edited.write_text(edited.read_text() + "\n# changed\n")
-    key = realdigits.cache_key("binary_scan", 0, synthetic_dir)
-    monkeypatch.setattr(lenet.preprocess, "__file__", str(edited))
-    assert realdigits.cache_key("binary_scan", 0, synthetic_dir) != key
+    # The product's preprocessing, or the code drawing the sets, changes: the prepared images are stale.
+    for module in (lenet.preprocess, lenet.realdigits.strokes):
+        edited = tmp_path / f"{module.__name__}.py"
+        shutil.copy(module.__file__, edited)
+        edited.write_text(edited.read_text() + "\n# changed\n")
+        key = realdigits.cache_key("binary_scan", 0, synthetic_dir)
+        monkeypatch.setattr(module, "__file__", str(edited))
+        assert realdigits.cache_key("binary_scan", 0, synthetic_dir) != key, module.__name__
+
+
+@pytest.mark.slow  # a Python process importing torch
+def test_scoring_imports_none_of_the_code_that_draws_the_sets():
+    drawing = ("lenet.render", "lenet.unipen", "lenet.realdigits.sets", "lenet.realdigits.strokes", "lenet.realdigits.cache", "skimage")
+    script = (
+        "import sys, lenet.realdigits as r; r.benchmark, r.SetScore, r.score_set, r.choose_threshold\n"
+        f"print(' '.join(m for m in sys.modules if m.startswith({drawing!r})))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == []
 
 
 def run_cli(args: list[str]) -> list[dict]:
