@@ -71,9 +71,12 @@ def test_train_command_composes(page, command):
 @pytest.mark.slow  # a process per command
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_console_script_answers_help(script):
-    module = {"lenet-predict": "predict", "lenet-serve": "serve", "lenet-explain": "explain", "lenet-ensemble": "ensemble",
-              "lenet-compare": "compare", "lenet-export": "export"}[script]
-    result = subprocess.run([sys.executable, "-m", f"lenet.{module}", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    import tomllib
+
+    entry_points = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert script in entry_points, f"{script} is named in the docs but is not a console script in pyproject.toml"
+    module = entry_points[script].split(":")[0]  # e.g. lenet.predict (python -m runs its main)
+    result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "usage:" in result.stdout, result.stderr[-2000:]
 
 
