@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,12 +39,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lenet.augment import RandomAffine
-from lenet.corrections import NOT_A_DIGIT, NOT_A_DIGIT_NAME, CorrectionsError, CorrectionStore, parse_label
+from lenet.augment import Compose, ElasticDistortion, RandomAffine, StrokeWidth
+from lenet.corrections import NOT_A_DIGIT, NOT_A_DIGIT_NAME, CorrectionsError, read_corrections
 from lenet.datasets import NUM_CLASSES, normalize, unit_floats
 from lenet.inference import LOAD_ERRORS, SERVED_WEIGHTS, Ensemble, LoadedModel, load_ensemble, load_problem
 
 REPLAY_SOURCES = ("mnist", "unipen")
+CONV_PREFIXES = ("features.",)
 MAX_CORRECTIONS = 10_000  # more than a writer gives; beyond it, train a model (python train.py)
 
 
@@ -63,6 +63,9 @@ class AdaptSettings:
     replay_batch: int = 64  # digits of each replay source per step
     keep_weight: float = 30.0  # the rehearsed digits' divergence from the model before, against the corrections' loss
     jitter: bool = True  # redraw each correction with a small random affine map every step
+    strokes: bool = False  # and with thinner or thicker strokes
+    elastic: float = 0.0  # and with an elastic warp of this strength (0: none)
+    dense_only: bool = False  # fine-tune the dense layers only, the convolutions kept
     seed: int = 0
 
     def check(self) -> None:
@@ -162,10 +165,16 @@ def adapt(
 def adapt_member(member: LoadedModel, images: Tensor, labels: Tensor, replay: Replay | None, settings: AdaptSettings) -> LoadedModel:
     """One network fine-tuned (a copy, on the CPU); images float 0..1, labels 0-9, both checked."""
     generator = torch.Generator().manual_seed(settings.seed)
-    jitter = RandomAffine(degrees=10, translate=0.06, scale=(0.9, 1.1), shear=8, generator=generator)
+    steps_ = [RandomAffine(degrees=10, translate=0.06, scale=(0.9, 1.1), shear=8, generator=generator)]
+    if settings.strokes:
+        steps_.insert(0, StrokeWidth(0.6, 1.6, generator=generator))
+    if settings.elastic:
+        steps_.insert(0, ElasticDistortion(alpha=settings.elastic, sigma=4.0, generator=generator))
+    jitter = Compose(steps_)
     before = copy.deepcopy(member.net).to("cpu").eval()  # the answers the rehearsed digits keep
     net = copy.deepcopy(before).train()
-    optimizer = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=settings.momentum)
+    params = [p for name, p in net.named_parameters() if not settings.dense_only or not name.startswith(CONV_PREFIXES)]
+    optimizer = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum)
     rehearsed = [] if replay is None or not settings.replay_batch else list(replay.sources.values())
     with single_thread():
         for _ in range(settings.steps):
@@ -193,50 +202,6 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-# ----------------------------------------------------------------------------- reading corrections
-
-
-def read_corrections(source: str | Path, writer: str | None = None) -> tuple[Tensor, Tensor]:
-    """uint8 images (N, 1, 28, 28) and labels (0-9, NOT_A_DIGIT) from a corrections database (lenet-serve
-    --collect) or a folder exported by `lenet-corrections export` (labels.csv and PNGs); only `writer`'s if given."""
-    source = Path(source)
-    if source.is_dir():
-        return read_export(source, writer)
-    rows = CorrectionStore(source, create=False).rows(writer)
-    if not rows:
-        raise AdaptError(f"{source} holds no corrections{f' by writer {writer!r}' if writer else ''}: list them with lenet-corrections list {source}.")
-    images = torch.from_numpy(np.stack([np.frombuffer(row.prepared, np.uint8).reshape(1, 28, 28) for row in rows]))
-    return images, torch.tensor([row.label for row in rows])
-
-
-def read_export(folder: Path, writer: str | None = None) -> tuple[Tensor, Tensor]:
-    """An export folder: labels.csv (file, label, writer, ...) and its 28x28 greyscale PNGs."""
-    from PIL import Image, UnidentifiedImageError
-
-    table = folder / "labels.csv"
-    if not table.is_file():
-        raise AdaptError(f"{folder} has no labels.csv: pass a folder written by lenet-corrections export, or the database itself.")
-    with open(table, newline="", encoding="utf-8") as file:
-        rows = [row for row in csv.DictReader(file) if writer is None or row.get("writer") == writer]
-    if not rows:
-        raise AdaptError(f"{table} lists no corrections{f' by writer {writer!r}' if writer else ''}: export some with lenet-corrections export.")
-    images, labels = [], []
-    for row in rows:
-        path = folder / Path(row.get("file") or "").name  # a name inside the folder, never a path elsewhere
-        try:
-            labels.append(parse_label(row.get("label") or ""))
-            with Image.open(path) as image:
-                pixels = np.asarray(image.convert("L") if image.mode != "L" else image)
-        except ValueError as error:
-            raise AdaptError(f"{table}, {row.get('file')}: {error}") from error
-        except (OSError, UnidentifiedImageError) as error:
-            raise AdaptError(f"{path} cannot be read as an image ({error}): export the corrections again.") from error
-        if pixels.shape != (28, 28):
-            raise AdaptError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]}, not a prepared 28x28 image: export the corrections again.")
-        images.append(pixels[None])
-    return torch.from_numpy(np.stack(images)), torch.tensor(labels)
 
 
 # ----------------------------------------------------------------------------- writing the result

@@ -9,7 +9,7 @@ A row holds the prepared 28x28 image (784 uint8 bytes: what the model read), the
 it is at most `max_upload_bytes`, the label (0-9, or NOT_A_DIGIT), the model's answer and confidence,
 the model's id (/healthz's `checkpoint`), the writer's tag if one was given, and the time.
 
-Standard library only (Pillow for export). The database is in WAL mode, so readers never wait for the
+Standard library only (Pillow for export; NumPy and torch to read rows as tensors). The database is in WAL mode, so readers never wait for the
 writer. Each thread of each process opens its own connection; a write is one short BEGIN IMMEDIATE
 transaction, and a writer that finds another one busy waits for it (SQLite's busy handler retries)
 up to `busy_timeout_s`, then gets CorrectionsBusy. The row and byte limits are checked inside that
@@ -32,6 +32,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 SIDE = 28
 PREPARED_BYTES = SIDE * SIDE  # one prepared image, uint8, row by row
@@ -317,6 +321,56 @@ def sqlite_errors(path: Path) -> Iterator[None]:
                 "and that this user may write to it and to the file."
             ) from error
         raise CorrectionsError(f"the corrections database {path} failed ({reason}): check the file, or start a new one.") from error
+
+
+# ----------------------------------------------------------------------------- reading them as a dataset
+
+
+def read_corrections(source: str | Path, writer: str | None = None) -> tuple[Tensor, Tensor]:
+    """uint8 images (N, 1, 28, 28) and labels (0-9, NOT_A_DIGIT) from a corrections database (lenet-serve
+    --collect) or a folder exported by `lenet-corrections export` (labels.csv and PNGs); only `writer`'s if given.
+    The tensors are how training (data.sources=[...,corrections]) and lenet.adapt read corrections."""
+    import numpy as np
+    import torch
+
+    source = Path(source)
+    if source.is_dir():
+        return read_export(source, writer)
+    rows = CorrectionStore(source, create=False).rows(writer)
+    if not rows:
+        raise CorrectionsError(f"{source} holds no corrections{f' by writer {writer!r}' if writer else ''}: list them with lenet-corrections list {source}.")
+    images = torch.from_numpy(np.stack([np.frombuffer(row.prepared, np.uint8).reshape(1, 28, 28) for row in rows]))
+    return images, torch.tensor([row.label for row in rows])
+
+
+def read_export(folder: Path, writer: str | None = None) -> tuple[Tensor, Tensor]:
+    """An export folder: labels.csv (file, label, writer, ...) and its 28x28 greyscale PNGs."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    table = folder / "labels.csv"
+    if not table.is_file():
+        raise CorrectionsError(f"{folder} has no labels.csv: pass a folder written by lenet-corrections export, or the database itself.")
+    with open(table, newline="", encoding="utf-8") as file:
+        rows = [row for row in csv.DictReader(file) if writer is None or row.get("writer") == writer]
+    if not rows:
+        raise CorrectionsError(f"{table} lists no corrections{f' by writer {writer!r}' if writer else ''}: export some with lenet-corrections export.")
+    images, labels = [], []
+    for row in rows:
+        path = folder / Path(row.get("file") or "").name  # a name inside the folder, never a path elsewhere
+        try:
+            labels.append(parse_label(row.get("label") or ""))
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("L") if image.mode != "L" else image)
+        except ValueError as error:
+            raise CorrectionsError(f"{table}, {row.get('file')}: {error}") from error
+        except (OSError, UnidentifiedImageError) as error:
+            raise CorrectionsError(f"{path} cannot be read as an image ({error}): export the corrections again.") from error
+        if pixels.shape != (28, 28):
+            raise CorrectionsError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]}, not a prepared 28x28 image: export the corrections again.")
+        images.append(pixels[None])
+    return torch.from_numpy(np.stack(images)), torch.tensor(labels)
 
 
 # ----------------------------------------------------------------------------- the command

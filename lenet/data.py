@@ -11,7 +11,10 @@ More writers: `data.sources=[mnist,unipen]` adds UNIPEN's training writers (lene
 each pen digit drawn `renders` times in the styles people's digits reach the product in, and
 prepared as served images are). Each epoch shows every MNIST digit once and each UNIPEN digit
 `weights.unipen` times, a different drawing each time; UNIPEN's validation writers are a second
-validation set (`val_unipen/acc`). The test set stays MNIST's official one.
+validation set (`val_unipen/acc`). `data.sources=[mnist,corrections]` (with unipen too, if wanted)
+adds the digits users corrected (lenet.corrections: a database kept by `lenet-serve --collect`, or a
+`lenet-corrections export` folder, named by `data.corrections.path`), each shown `weights.corrections`
+times an epoch; they are too few to validate on. The test set stays MNIST's official one.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from lenet.datafiles import SPLITS, DataError, download, files_present, load_spl
 from lenet.datasets import DATASETS, normalize
 from lenet.registry import build
 
-SOURCES = ("mnist", "unipen")  # what training can draw from; MNIST (its train split) always comes first
+SOURCES = ("mnist", "unipen", "corrections")  # what training can draw from; MNIST (its train split) always comes first
+VALIDATED = ("mnist", "unipen")  # the sources with a validation set of their own
 UNIPEN_DEFAULTS = {"renders": 4, "styles": {"page": 1.0}, "seed": 0}
+CORRECTIONS_DEFAULTS = {"path": None, "writer": None}
 
 # ----------------------------------------------------------------------------- batches by index
 
@@ -137,11 +142,13 @@ class MNISTDataModule(L.LightningDataModule):
         sources: Sequence[str] = ("mnist",),
         weights: Mapping[str, float] | None = None,
         unipen: Mapping[str, Any] | None = None,
+        corrections: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"data.dataset={dataset!r} is unknown; choose one of {sorted(DATASETS)}")
         sources, weights, unipen = _check_sources(dataset, sources, weights, unipen)
+        corrections = _check_corrections(sources, corrections)
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("val_size", val_size)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"data.{name}={value!r} must be a whole number, e.g. data.{name}=128")
@@ -156,6 +163,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.mean, self.std = DATASETS[dataset]["mean"], DATASETS[dataset]["std"]
         self.augment = _build_augment(augment)
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self._extra_rows: dict[str, tuple[int, int, int]] = {}  # source -> (first training row, digits, renders each)
 
     def prepare_data(self) -> None:
         if not files_present(self.hparams.data_dir, self.hparams.dataset):
@@ -179,11 +187,20 @@ class MNISTDataModule(L.LightningDataModule):
         self.splits["test"] = load_split(self.hparams.data_dir, self.hparams.dataset, "test")
         if "unipen" in self.hparams.sources:
             self._add_unipen()
+        if "corrections" in self.hparams.sources:
+            self._add_corrections()
 
     @property
     def val_sources(self) -> list[str]:
         """The names of the validation sets, in the order of val_dataloader's loaders."""
-        return list(self.hparams.sources)
+        return [name for name in self.hparams.sources if name in VALIDATED]
+
+    def _append_training(self, name: str, images: Tensor, labels: Tensor) -> None:
+        """`images` (N, R, 1, 28, 28): R drawings of each of N digits, after the training rows so far."""
+        before_images, before_labels = self.splits["train"]
+        renders = images.shape[1]
+        self._extra_rows[name] = (len(before_labels), len(labels), renders)  # digit d's renders at rows start+d*R .. start+d*R+R-1
+        self.splits["train"] = (torch.cat([before_images, images.flatten(0, 1)]), torch.cat([before_labels, labels.repeat_interleave(renders)]))
 
     def _add_unipen(self) -> None:
         """UNIPEN's training writers' renders after MNIST's training digits, its validation writers as a second val set."""
@@ -193,29 +210,44 @@ class MNISTDataModule(L.LightningDataModule):
         log = lambda message: print(f"data: {message}", flush=True)  # noqa: E731 - the first run draws for minutes
         train = load_renders(data_dir, "train", settings["renders"], settings["styles"], settings["seed"], log=log)
         val = load_renders(data_dir, "val", 1, PAGE, settings["seed"], log=log)
-        mnist_images, mnist_labels = self.splits["train"]
-        renders = train.images.shape[1]
-        self.splits["train"] = (
-            torch.cat([mnist_images, train.images.flatten(0, 1)]),  # UNIPEN digit d's renders at rows d*R .. d*R+R-1
-            torch.cat([mnist_labels, train.labels.repeat_interleave(renders)]),
-        )
+        self._append_training("unipen", train.images, train.labels)
         self.splits["val_unipen"] = (val.images[:, 0], val.labels)
-        self._unipen_rows = (len(mnist_labels), len(train.labels), renders)
+
+    def _add_corrections(self) -> None:
+        """The digits users corrected (not-a-digit rows skipped: a ten-digit model has no answer for them)."""
+        from lenet.corrections import NOT_A_DIGIT, CorrectionsError, read_corrections
+
+        settings = self.hparams.corrections
+        try:
+            images, labels = read_corrections(settings["path"], settings["writer"])
+        except CorrectionsError as error:
+            raise DataError(f"data.corrections.path: {error}") from error
+        digits = labels != NOT_A_DIGIT
+        if not digits.any():
+            by_writer = f" by writer {settings['writer']!r}" if settings["writer"] else ""
+            raise DataError(
+                f"data.corrections.path={settings['path']} holds only not-a-digit corrections{by_writer}: "
+                "collect some digits, or leave corrections out of data.sources."
+            )
+        self._append_training("corrections", images[digits].unsqueeze(1), labels[digits])
 
     def epoch_pool(self, epoch: int) -> Tensor:
-        """The training rows of one epoch: every MNIST digit, and each UNIPEN digit weights.unipen times (a
-        different render each time, so R renders last R / weight epochs before one repeats)."""
-        mnist_count, count, renders = self._unipen_rows
-        weight = self.hparams.weights["unipen"]
+        """The training rows of one epoch: every MNIST digit, and each digit of another source weights[source]
+        times (a different render each time, so R renders last R / weight epochs before one repeats)."""
+        mnist_count = len(self.splits["train"][1]) - sum(count * renders for _, count, renders in self._extra_rows.values())
+        return torch.cat([torch.arange(mnist_count)] + [self._draws(name, epoch) for name in self._extra_rows])
+
+    def _draws(self, source: str, epoch: int) -> Tensor:
+        start, count, renders = self._extra_rows[source]
+        weight = self.hparams.weights[source]
         repeats = math.ceil(weight)
         digits = torch.arange(count)
-        draws = [mnist_count + digits * renders + (epoch * repeats + j + digits) % renders for j in range(repeats)]
-        unipen = torch.cat(draws)
-        wanted = round(weight * count)
-        if wanted < len(unipen):  # a fractional weight: a seeded subset of the last round
-            keep = torch.randperm(len(unipen) - (repeats - 1) * count, generator=torch.Generator().manual_seed(self.hparams.shuffle_seed + epoch))
-            unipen = torch.cat([unipen[: (repeats - 1) * count], unipen[(repeats - 1) * count :][keep[: wanted - (repeats - 1) * count]]])
-        return torch.cat([torch.arange(mnist_count), unipen])
+        drawn = torch.cat([start + digits * renders + (epoch * repeats + j + digits) % renders for j in range(repeats)])
+        wanted = max(round(weight * count), 1)
+        if wanted < len(drawn):  # a fractional weight: a seeded subset of the last round
+            keep = torch.randperm(len(drawn) - (repeats - 1) * count, generator=torch.Generator().manual_seed(self.hparams.shuffle_seed + epoch))
+            drawn = torch.cat([drawn[: (repeats - 1) * count], drawn[(repeats - 1) * count :][keep[: wanted - (repeats - 1) * count]]])
+        return drawn
 
     def _batches(self, split: str, training: bool) -> InMemoryBatches:
         self.setup()
@@ -223,7 +255,7 @@ class MNISTDataModule(L.LightningDataModule):
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        pool = self.epoch_pool if training and "unipen" in self.hparams.sources else None
+        pool = self.epoch_pool if training and self._extra_rows else None
         sampler = BatchIndices(
             len(pool(0)) if pool else len(labels),
             self.hparams.batch_size if training else self.hparams.eval_batch_size,
@@ -242,9 +274,9 @@ class MNISTDataModule(L.LightningDataModule):
         return self._batches("train", training=True)
 
     def val_dataloader(self) -> InMemoryBatches | list[InMemoryBatches]:
-        if self.hparams.sources == ["mnist"]:
+        if self.val_sources == ["mnist"]:
             return self._batches("val", training=False)
-        return [self._batches("val" if name == "mnist" else f"val_{name}", training=False) for name in self.hparams.sources]
+        return [self._batches("val" if name == "mnist" else f"val_{name}", training=False) for name in self.val_sources]
 
     def test_dataloader(self) -> InMemoryBatches:
         return self._batches("test", training=False)
@@ -291,6 +323,23 @@ def _check_sources(
             raise ValueError(f"data.unipen.renders={unipen['renders']!r} must be a positive whole number, e.g. 4")
         unipen["styles"] = check_styles(unipen["styles"] or {})
     return sources, weights, unipen
+
+
+def _check_corrections(sources: Sequence[str], corrections: Mapping[str, Any] | None) -> dict[str, Any]:
+    """data.corrections checked (a path when the corrections are a source), defaults filled in."""
+    corrections = {**CORRECTIONS_DEFAULTS, **(to_plain(corrections) or {})}
+    extra = sorted(set(corrections) - set(CORRECTIONS_DEFAULTS))
+    if extra:
+        raise ValueError(f"data.corrections has no setting(s) {extra}; it has {sorted(CORRECTIONS_DEFAULTS)}")
+    for name in ("path", "writer"):
+        if corrections[name] is not None and not isinstance(corrections[name], str):
+            raise ValueError(f"data.corrections.{name}={corrections[name]!r} must be text, e.g. data.corrections.{name}=corrections.db")
+    if "corrections" in sources and not corrections["path"]:
+        raise ValueError(
+            "data.sources names corrections but data.corrections.path is not set: point it at a database kept by "
+            "lenet-serve --collect FILE (or a lenet-corrections export folder), e.g. data.corrections.path=corrections.db"
+        )
+    return corrections
 
 
 def _build_augment(spec: Mapping[str, Any] | None):

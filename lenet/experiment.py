@@ -266,7 +266,9 @@ def _sources_name(data_hparams: Mapping[str, Any]) -> str | None:
         return None
     weights, unipen = data_hparams.get("weights") or {}, data_hparams.get("unipen") or {}
     styles = ", ".join(f"{name} {share:g}" for name, share in (unipen.get("styles") or {}).items())
+    corrections = (data_hparams.get("corrections") or {}).get("path")
     parts = [f"{name} x{weights.get(name, 1):g}" if name != "mnist" else name for name in sources]
+    parts = [f"{part} ({corrections})" if part.startswith("corrections ") else part for part in parts]
     return " + ".join(parts) + (f" ({unipen.get('renders')} renders: {styles})" if "unipen" in sources else "")
 
 

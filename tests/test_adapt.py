@@ -10,8 +10,8 @@ import re
 import pytest
 import torch
 
-from lenet.adapt import AdaptError, AdaptSettings, adapt, load_replay, main, read_corrections
-from lenet.corrections import NOT_A_DIGIT, Correction, CorrectionStore
+from lenet.adapt import AdaptError, AdaptSettings, adapt, load_replay, main
+from lenet.corrections import NOT_A_DIGIT, Correction, CorrectionsError, CorrectionStore, read_corrections
 from lenet.inference import Ensemble, load_ensemble, load_model
 
 QUICK = AdaptSettings(steps=60)  # where the test is about plumbing, not about how well it adapts
@@ -194,5 +194,5 @@ def test_read_corrections_refuses_an_export_image_of_another_size(tmp_path, writ
     CorrectionStore(database).export(folder)
     first = sorted(folder.glob("*.png"))[0]
     Image.new("L", (32, 32)).save(first)
-    with pytest.raises(AdaptError, match="not a prepared 28x28 image"):
+    with pytest.raises(CorrectionsError, match="not a prepared 28x28 image"):
         read_corrections(folder)

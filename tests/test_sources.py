@@ -107,3 +107,84 @@ def test_a_run_on_two_sources_validates_and_reports_each(tmp_path: Path, fake_un
     events = EventAccumulator(str(next((tmp_path / "tensorboard").rglob("events.out.tfevents.*")).parent))
     events.Reload()
     assert "val_unipen/acc" in events.Tags()["scalars"] and "val/acc" in events.Tags()["scalars"]
+
+
+# ----------------------------------------------------------------------------- users' corrections as a source
+
+
+def corrections_file(path: Path) -> Path:
+    """Three digit corrections by anna (pixels 200, 201, 202: a batch tells which), one by bob, one not-a-digit."""
+    from lenet.corrections import NOT_A_DIGIT, Correction, CorrectionStore
+
+    store = CorrectionStore(path)
+    for i, label in enumerate([4, 9, 7]):
+        store.add(Correction(label, bytes([200 + i]) * 784, predicted=1, confidence=0.6, model="m", writer="anna"))
+    store.add(Correction(3, bytes([250]) * 784, predicted=5, confidence=0.7, model="m", writer="bob"))
+    store.add(Correction(NOT_A_DIGIT, bytes(784), predicted=2, confidence=0.4, model="m", writer="anna"))
+    return path
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"sources": ["mnist", "corrections"]}, r"data.sources names corrections but data.corrections.path is not set"),
+        ({"corrections": {"file": "c.db"}}, r"data.corrections has no setting\(s\) \['file'\]"),
+        ({"corrections": {"path": 3}}, r"data.corrections.path=3 must be text"),
+        ({"weights": {"corrections": -1}}, r"data.weights.corrections=-1 must be a positive number"),
+    ],
+)
+def test_bad_correction_settings_are_refused_in_one_line(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MNISTDataModule(data_dir="data", **settings)
+
+
+def test_corrections_join_training_weight_times_an_epoch_and_have_no_validation_set(tmp_path: Path) -> None:
+    database = corrections_file(tmp_path / "c.db")
+    datamodule = MNISTDataModule(data_dir=str(data_dir()), sources=["mnist", "corrections"], weights={"corrections": 5},
+                                 corrections={"path": str(database), "writer": "anna"})  # fmt: skip
+    datamodule.setup()
+    images, labels = datamodule.splits["train"]
+    assert len(labels) == 54_000 + 3  # anna's three digits; bob's and the not-a-digit left out
+    assert labels[54_000:].tolist() == [4, 9, 7] and images[54_000:, 0, 0, 0].tolist() == [200, 201, 202]
+    pool = datamodule.epoch_pool(0)
+    assert torch.equal(pool[:54_000], torch.arange(54_000))
+    assert torch.equal(torch.bincount(pool[54_000:] - 54_000, minlength=3), torch.full((3,), 5))  # each correction 5 times
+    assert datamodule.val_sources == ["mnist"] and not isinstance(datamodule.val_dataloader(), list)
+    shown = torch.cat([batch_labels for _, batch_labels in datamodule.train_dataloader()])
+    assert len(shown) == 54_000 + 15
+
+
+def test_corrections_follow_unipen_and_each_keeps_its_rows(tmp_path: Path, fake_unipen) -> None:
+    database = corrections_file(tmp_path / "c.db")
+    datamodule = MNISTDataModule(data_dir=str(data_dir()), sources=["mnist", "unipen", "corrections"], weights={"unipen": 1, "corrections": 2},
+                                 unipen={"renders": RENDERS}, corrections={"path": str(database)})  # fmt: skip
+    datamodule.setup()
+    images, labels = datamodule.splits["train"]
+    assert len(labels) == 54_000 + DIGITS * RENDERS + 4
+    unipen, corrections = datamodule.epoch_pool(0)[54_000:].split([DIGITS, 8])
+    assert ((unipen >= 54_000) & (unipen < 54_000 + DIGITS * RENDERS)).all()
+    assert sorted(images[corrections, 0, 0, 0].tolist()) == [200, 200, 201, 201, 202, 202, 250, 250]
+    assert datamodule.val_sources == ["mnist", "unipen"]
+
+
+def test_a_missing_or_empty_corrections_source_is_one_clear_error(tmp_path: Path) -> None:
+    from lenet.datafiles import DataError
+
+    missing = MNISTDataModule(data_dir=str(data_dir()), sources=["mnist", "corrections"], corrections={"path": str(tmp_path / "none.db")})
+    with pytest.raises(DataError, match=r"data.corrections.path: .*none.db"):
+        missing.setup()
+    only_refused = MNISTDataModule(data_dir=str(data_dir()), sources=["mnist", "corrections"],
+                                   corrections={"path": str(corrections_file(tmp_path / "c.db")), "writer": "nobody"})  # fmt: skip
+    with pytest.raises(DataError, match=r"holds no corrections by writer 'nobody'"):
+        only_refused.setup()
+
+
+def test_a_run_with_corrections_names_them_in_its_recipe(tmp_path: Path) -> None:
+    database = corrections_file(tmp_path / "c.db")
+    overrides = [
+        "data.sources=[mnist,corrections]", f"data.corrections.path={database}", "data.weights.corrections=20", "data.batch_size=256",
+        "trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2",
+        "trainer.enable_progress_bar=false", "figures=false",
+    ]  # fmt: skip
+    run(compose_config(tmp_path / "run", overrides))
+    assert f"mnist + corrections x20 ({database})" in (tmp_path / "run" / "report.md").read_text()
