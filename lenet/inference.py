@@ -341,7 +341,7 @@ def load_ensemble(
     paths: Sequence[str | Path], device: str | torch.device = "cpu", cpu_threads: int = 0, native: bool = False
 ) -> Model:
     """One checkpoint (or exported .onnx file, or .safetensors weights with their card): its model;
-    several: an Ensemble averaging them (all trained on one dataset). A path ending in .onnx is run by ONNX Runtime on the CPU; with `native`,
+    several: an Ensemble averaging them (all trained on one dataset; an ensemble's file adds each of its members). A path ending in .onnx is run by ONNX Runtime on the CPU; with `native`,
     a LeNet-5 checkpoint is run by the project's C kernel (lenet.native); both on `cpu_threads`
     threads (0: one per core)."""
     if not paths:
@@ -357,9 +357,11 @@ def load_ensemble(
 
         return load_native(read(path, "cpu"), cpu_threads)
 
-    members = [load(path) for path in paths]
-    if len(members) == 1:
-        return members[0]
+    loaded = [load(path) for path in paths]
+    if len(loaded) == 1:
+        return loaded[0]
+    # A shipped ensemble among the paths adds its members, so that every network weighs the same.
+    members = [member for model in loaded for member in (model.members if isinstance(model, Ensemble) else [model])]
     datasets = sorted({member.dataset for member in members})
     if len(datasets) != 1:
         raise CheckpointError(f"the checkpoints were trained on different datasets {datasets}: ensemble like with like.")

@@ -2,6 +2,7 @@
 weights and a JSON card inside the package (lenet/served/).
 
     python -m lenet.served outputs/<run> --figures benchmarks/results/served_model.json
+    python -m lenet.served lenet/served/lenet5.safetensors outputs/<seed 3> ...   # the shipped ensemble, more seeds
 
 The card says what the weights are (the network, as an allow-listed spec, and the normalisation
 they expect), how the images must be prepared, what trained them (the recipe, the data and its
@@ -15,13 +16,15 @@ import argparse
 import hashlib
 import json
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import save_file
 
-from lenet.inference import LOAD_ERRORS, SERVED_WEIGHTS, LoadedModel, load_model, load_problem
+from lenet.inference import LOAD_ERRORS, SERVED_WEIGHTS, Ensemble, LoadedModel, load_model, load_problem, load_weights
 
 CARD_FORMAT = "lenet-weights/1"
 MNIST_ATTRIBUTION = "MNIST (Y. LeCun, C. Cortes, C. J. C. Burges): the 60,000 training digits (54,000 train, 6,000 validation)"
@@ -47,6 +50,15 @@ def training_data(data_hparams: Mapping[str, Any]) -> list[dict[str, Any]]:
             "renders": unipen.get("renders"),
             "styles": unipen.get("styles"),
         })  # fmt: skip
+    if "corrections" in (data_hparams.get("sources") or []):
+        corrections = data_hparams.get("corrections") or {}
+        data.append({
+            "name": "corrections",
+            "attribution": "digits corrected by the users of lenet-serve --collect (lenet.corrections)",
+            "path": corrections.get("path"),
+            "writer": corrections.get("writer"),
+            "weight": (data_hparams.get("weights") or {}).get("corrections", 1.0),
+        })  # fmt: skip
     return data
 
 
@@ -56,6 +68,7 @@ def card(models: Sequence[LoadedModel], figures: Mapping[str, Any] | None = None
 
     preprocess = Path(__file__).with_name("preprocess.py")
     first = models[0]
+    members = provenance(models)
     return {
         "format": CARD_FORMAT,
         "network": first.model_hparams["net"],
@@ -68,13 +81,40 @@ def card(models: Sequence[LoadedModel], figures: Mapping[str, Any] | None = None
             "source_sha256": _sha256(preprocess),
         },
         "training": {
-            "checkpoints_sha256": [_sha256(model.checkpoint_path) for model in models],
+            "checkpoints_sha256": [sha for sha, _ in members],
             "recipe": dict(recipe or {}),
-            "data": training_data(first.data_hparams),
-            "best_epochs": [len(model.history) for model in models],  # each member's best.ckpt: the epochs it had run
+            "data": shipped_card(first.checkpoint_path)["training"].get("data", []) if _is_shipped(first) else training_data(first.data_hparams),
+            "best_epochs": [epochs for _, epochs in members],  # each member's best.ckpt: the epochs it had run
         },
         "figures": dict(figures or {}),
     }
+
+
+def _is_shipped(model: LoadedModel) -> bool:
+    return Path(model.checkpoint_path).suffix == ".safetensors"
+
+
+def shipped_card(weights_path: str | Path) -> dict[str, Any]:
+    """The card beside shipped weights (load_weights has checked it when the weights were loaded)."""
+    card = json.loads(Path(weights_path).with_suffix(".json").read_text(encoding="utf-8"))
+    card.setdefault("training", {})
+    return card
+
+
+def provenance(models: Sequence[LoadedModel]) -> list[tuple[str, int | None]]:
+    """Each member's checkpoint (sha256) and the epochs its best.ckpt had run. A member read from shipped
+    weights (an ensemble grown by more seeds, a model adapted by lenet.adapt) keeps what their card says."""
+    found, taken = [], Counter()
+    for model in models:
+        path = Path(model.checkpoint_path)
+        if not _is_shipped(model):
+            found.append((_sha256(path), len(model.history)))
+            continue
+        index, training = taken[path], shipped_card(path)["training"]
+        taken[path] += 1
+        shas, epochs = training.get("checkpoints_sha256") or [], training.get("best_epochs") or []
+        found.append((shas[index] if index < len(shas) else _sha256(path), epochs[index] if index < len(epochs) else None))
+    return found
 
 
 def ship(models: Sequence[LoadedModel], weights_path: str | Path = SERVED_WEIGHTS, figures: Mapping[str, Any] | None = None,
@@ -88,7 +128,7 @@ def ship(models: Sequence[LoadedModel], weights_path: str | Path = SERVED_WEIGHT
     tensors = {}
     for i, model in enumerate(models):
         prefix = "" if len(models) == 1 else f"{i}."
-        tensors.update({prefix + key: value.detach().to("cpu").contiguous() for key, value in model.net.state_dict().items()})
+        tensors.update({prefix + key: value.detach().to("cpu").clone(memory_format=torch.contiguous_format) for key, value in model.net.state_dict().items()})  # a copy: one model twice shares no memory
     save_file(tensors, str(weights_path), metadata={"format": CARD_FORMAT})
     weights_path.with_suffix(".json").write_text(json.dumps(card(models, figures, recipe), indent=2) + "\n")
     return weights_path
@@ -108,23 +148,43 @@ def model_figures(results_path: Path, model: str) -> dict[str, Any]:
     return figures
 
 
+def one_recipe(models: Sequence[LoadedModel]) -> dict[str, Any]:
+    """The recipe all `models` were trained with: their checkpoints' (lenet.experiment.recipe) and the
+    cards' of shipped weights among them, which must agree: an ensemble ships one recipe."""
+    from lenet.experiment import recipe  # Lightning is imported only to name the recipe
+
+    recipes = {}
+    for model in models:
+        path = Path(model.checkpoint_path)
+        recipes.setdefault(json.dumps(shipped_card(path)["training"].get("recipe", {}) if _is_shipped(model) else
+                                      recipe(model.model_hparams, model.data_hparams), sort_keys=True), []).append(path)  # fmt: skip
+    if len(recipes) > 1:
+        described = "; ".join(f"{sorted({p.name for p in paths})}: {text}" for text, paths in recipes.items())
+        raise ValueError(f"the models were trained with different recipes ({described}): an ensemble to ship is one recipe's seeds.")
+    return json.loads(next(iter(recipes)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lenet.served", description="Ship a checkpoint as the package's served model.")
-    parser.add_argument("checkpoints", nargs="+", help="run directories or .ckpt files (trained with experiment=served); several: an ensemble")
+    parser.add_argument("checkpoints", nargs="+", help="run directories or .ckpt files (trained with experiment=served); several: an ensemble; "
+                        "shipped .safetensors weights among them add their members (more seeds for the shipped ensemble)")
     parser.add_argument("--out", type=Path, default=SERVED_WEIGHTS, help=f"weights file (default: {SERVED_WEIGHTS})")
     parser.add_argument("--figures", type=Path, help="a benchmarks/real_digits.py results JSON with a row for this checkpoint")
     parser.add_argument("--model", help="the row's name in --figures (default: the checkpoints' paths, comma-joined)")
     args = parser.parse_args(argv)
     try:
-        models = [load_model(path) for path in args.checkpoints]
+        loaded = [load_weights(path) if str(path).endswith(".safetensors") else load_model(path) for path in args.checkpoints]
     except LOAD_ERRORS as error:
         print(f"lenet.served: {load_problem(error, args.checkpoints)}", file=sys.stderr)
         return 2
+    models = [member for model in loaded for member in (model.members if isinstance(model, Ensemble) else [model])]
+    try:
+        chosen = one_recipe(models)
+    except ValueError as error:
+        print(f"lenet.served: {error}", file=sys.stderr)
+        return 2
     figures = model_figures(args.figures, args.model or ",".join(args.checkpoints)) if args.figures else {}
-    from lenet.experiment import recipe  # Lightning is imported only to name the recipe
-
-    first = models[0]
-    path = ship(models, args.out, figures, recipe(first.model_hparams, first.data_hparams))
+    path = ship(models, args.out, figures, chosen)
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
 

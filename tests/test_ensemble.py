@@ -38,6 +38,21 @@ def test_ensemble_averages_the_members_probabilities(synthetic_run, synthetic_te
     assert torch.allclose(Ensemble([first, second]).predict_probs(images[:500]), expected, atol=1e-6)
 
 
+def test_a_shipped_ensemble_among_the_paths_adds_its_members_at_equal_weight(synthetic_run, synthetic_test, tmp_path):
+    from lenet.served import ship
+
+    images, _ = synthetic_test
+    first, other = load_model(synthetic_run), load_model(synthetic_run)
+    with torch.no_grad():
+        other.net.classifier[-1].bias.add_(torch.linspace(-2, 2, 10))
+    pair = ship([first, first], tmp_path / "pair.safetensors")  # two copies of `first`
+    lone = ship([other], tmp_path / "other.safetensors")
+    three = load_ensemble([pair, lone])
+    assert isinstance(three, Ensemble) and len(three.members) == 3  # not an ensemble of an ensemble
+    expected = (2 * first.predict_probs(images[:300]) + other.predict_probs(images[:300])) / 3
+    assert torch.allclose(three.predict_probs(images[:300]), expected, atol=1e-6)
+
+
 def test_command_line_prints_and_writes_metrics(synthetic_run, synthetic_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "ensemble.json"
     metrics = main([str(synthetic_run), str(synthetic_run), "--data-dir", str(synthetic_dir), "--out", str(out)])

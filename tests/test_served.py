@@ -107,3 +107,23 @@ def test_lenet_predict_reads_with_the_shipped_model_when_given_none(trained_run,
     assert right >= len(labels) - 1
     # A run directory first is still the model, although its figures/ folder holds PNGs.
     assert predict_main([str(trained_run), str(folder / sorted(labels)[0])]) == 0
+
+
+def test_shipped_weights_grow_by_more_seeds_and_keep_each_members_provenance(synthetic_run, tmp_path) -> None:
+    first = load_model(synthetic_run)
+    pair = served.ship([first, first], tmp_path / "pair.safetensors", recipe=served.one_recipe([first]))
+    before = json.loads(pair.with_suffix(".json").read_text())["training"]
+    out = tmp_path / "three.safetensors"
+    assert served.main([str(pair), str(synthetic_run), "--out", str(out)]) == 0
+    after = json.loads(out.with_suffix(".json").read_text())
+    assert after["members"] == 3 and len(load_weights(out).members) == 3
+    checkpoint = synthetic_run / "checkpoints" / "best.ckpt"
+    assert after["training"]["checkpoints_sha256"] == before["checkpoints_sha256"] + [served._sha256(checkpoint)]
+    assert after["training"]["best_epochs"] == before["best_epochs"] + [len(first.history)]
+    assert after["training"]["recipe"] == before["recipe"] and after["training"]["data"] == before["data"]
+
+
+def test_growing_shipped_weights_by_another_recipes_checkpoint_is_refused(synthetic_run, tmp_path, capsys) -> None:
+    other = served.ship([load_model(synthetic_run)], tmp_path / "other.safetensors", recipe={"network": "LeNet5", "lr": 9})
+    assert served.main([str(other), str(synthetic_run), "--out", str(tmp_path / "mixed.safetensors")]) == 2
+    assert "trained with different recipes" in capsys.readouterr().err and not (tmp_path / "mixed.safetensors").exists()
