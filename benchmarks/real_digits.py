@@ -33,7 +33,7 @@ sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]  # also when a test loads t
 from lenet import realdigits  # noqa: E402
 from lenet.cache import cache_folder  # noqa: E402
 from lenet.evaluation import default_data_dir  # noqa: E402
-from lenet.inference import UNSURE_BELOW, Model, load_ensemble  # noqa: E402
+from lenet.inference import UNSURE_BELOW, Ensemble, Model, load_ensemble  # noqa: E402
 from lenet.inference import SERVED_WEIGHTS  # noqa: E402
 from lenet.preprocess import ImageError, prepare_image  # noqa: E402
 from results_file import add_results_dir_option, write_results  # noqa: E402
@@ -52,6 +52,7 @@ def measure(spec: str, sets: dict, unsure_below: float, data_dir: str) -> tuple[
     row = {
         "model": label or paths,
         "checkpoints": names,
+        "networks": len(loaded.members) if isinstance(loaded, Ensemble) else 1,  # a shipped file may hold several
         "sets": {name: score.as_dict() for name, score in model.items()},
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -72,7 +73,7 @@ def table(rows: list[dict], names: list[str]) -> list[str]:
     for row in rows:
         cells = [f"{100 * row['sets'][name]['accuracy']:.2f}" for name in names]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
-    singles = [row for row in rows if len(row["checkpoints"]) == 1]
+    singles = [row for row in rows if row.get("networks", len(row["checkpoints"])) == 1]
     if len(singles) >= 3:  # seeds of a recipe: their median is the recipe's figure
         cells = [f"{100 * float(np.median([row['sets'][name]['accuracy'] for row in singles])):.2f}" for name in names]
         lines.append(f"| median of the {len(singles)} single models | " + " | ".join(cells) + " |")
