@@ -18,18 +18,23 @@ benchmarks/adapt_writers.py reads), k = 1 and 3 corrections per misread class: M
 points down on average, 0.22 for the worst writer; with cross-entropy on the rehearsed digits'
 labels instead, 0.12 on average (it pulls the model off the recipe that trained it); with
 lr 0.003 and keep_weight 10, 1.6 points for the worst (a writer whose 0s look like MNIST's 1s).
-An ensemble adapts each member (seed + i). Everything random comes from generators seeded by
-`seed`, and a single thread computes (a batch this small gains nothing from a second, and loses
-much on shared cores): the same inputs give the same weights.
+Redrawing the corrections with thinner and thicker strokes or elastic warps, a higher rate,
+twice the steps or the dense layers alone moved the validation writers' errors by no more than
+one seed's noise, so none is an option. An ensemble adapts each member (seed + i), members side by
+side on the cores, each on one thread (a batch this small gains nothing from a second, and loses
+much on shared cores). Everything random comes from generators seeded by `seed`: the same inputs
+give the same weights.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -39,13 +44,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lenet.augment import Compose, ElasticDistortion, RandomAffine, StrokeWidth
+from lenet.augment import RandomAffine
 from lenet.corrections import NOT_A_DIGIT, NOT_A_DIGIT_NAME, CorrectionsError, read_corrections
 from lenet.datasets import NUM_CLASSES, normalize, unit_floats
 from lenet.inference import LOAD_ERRORS, SERVED_WEIGHTS, Ensemble, LoadedModel, load_ensemble, load_problem
 
 REPLAY_SOURCES = ("mnist", "unipen")
-CONV_PREFIXES = ("features.",)
 MAX_CORRECTIONS = 10_000  # more than a writer gives; beyond it, train a model (python train.py)
 
 
@@ -63,9 +67,6 @@ class AdaptSettings:
     replay_batch: int = 64  # digits of each replay source per step
     keep_weight: float = 30.0  # the rehearsed digits' divergence from the model before, against the corrections' loss
     jitter: bool = True  # redraw each correction with a small random affine map every step
-    strokes: bool = False  # and with thinner or thicker strokes
-    elastic: float = 0.0  # and with an elastic warp of this strength (0: none)
-    dense_only: bool = False  # fine-tune the dense layers only, the convolutions kept
     seed: int = 0
 
     def check(self) -> None:
@@ -148,7 +149,7 @@ def usable_corrections(images: Tensor, labels: Tensor | Sequence[int], log: Call
 
 def adapt(
     model: LoadedModel | Ensemble, images: Tensor, labels: Tensor | Sequence[int], replay: Replay | None = None,
-    settings: AdaptSettings = AdaptSettings(), log: Callable[[str], None] | None = None,
+    settings: AdaptSettings = AdaptSettings(), log: Callable[[str], None] | None = None, workers: int | None = None,
 ) -> LoadedModel | Ensemble:  # fmt: skip
     """`model` fine-tuned on the corrections (`images` uint8 0..255 or float 0..1, (N, 1, 28, 28); `labels`
     0-9, NOT_A_DIGIT skipped), rehearsing `replay`; a new model, `model` is left as it was. An ensemble
@@ -158,38 +159,34 @@ def adapt(
     members = model.members if isinstance(model, Ensemble) else [model]
     if not all(isinstance(member, LoadedModel) for member in members):
         raise AdaptError("only PyTorch models adapt (a checkpoint or .safetensors weights), not an exported .onnx file: adapt its checkpoint.")
-    adapted = [adapt_member(member, corrections, targets, replay, replace(settings, seed=settings.seed + i)) for i, member in enumerate(members)]
+    jobs = [(member, corrections, targets, replay, replace(settings, seed=settings.seed + i)) for i, member in enumerate(members)]
+    with single_thread(), ThreadPoolExecutor(max_workers=min(len(jobs), workers or os.cpu_count() or 1)) as pool:
+        adapted = list(pool.map(lambda job: adapt_member(*job), jobs))
     return Ensemble(adapted) if isinstance(model, Ensemble) else adapted[0]
 
 
 def adapt_member(member: LoadedModel, images: Tensor, labels: Tensor, replay: Replay | None, settings: AdaptSettings) -> LoadedModel:
-    """One network fine-tuned (a copy, on the CPU); images float 0..1, labels 0-9, both checked."""
+    """One network fine-tuned (a copy, on the CPU, on the calling thread: adapt() runs members side by
+    side); images float 0..1, labels 0-9, both checked."""
     generator = torch.Generator().manual_seed(settings.seed)
-    steps_ = [RandomAffine(degrees=10, translate=0.06, scale=(0.9, 1.1), shear=8, generator=generator)]
-    if settings.strokes:
-        steps_.insert(0, StrokeWidth(0.6, 1.6, generator=generator))
-    if settings.elastic:
-        steps_.insert(0, ElasticDistortion(alpha=settings.elastic, sigma=4.0, generator=generator))
-    jitter = Compose(steps_)
+    jitter = RandomAffine(degrees=10, translate=0.06, scale=(0.9, 1.1), shear=8, generator=generator)
     before = copy.deepcopy(member.net).to("cpu").eval()  # the answers the rehearsed digits keep
     net = copy.deepcopy(before).train()
-    params = [p for name, p in net.named_parameters() if not settings.dense_only or not name.startswith(CONV_PREFIXES)]
-    optimizer = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum)
+    optimizer = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=settings.momentum)
     rehearsed = [] if replay is None or not settings.replay_batch else list(replay.sources.values())
-    with single_thread():
-        for _ in range(settings.steps):
-            shown = jitter(images) if settings.jitter else images
-            loss = F.cross_entropy(net(normalize(shown, member.mean, member.std)), labels)
-            for replay_images in rehearsed:
-                chosen = torch.randint(len(replay_images), (settings.replay_batch,), generator=generator)
-                x = normalize(replay_images[chosen], member.mean, member.std)
-                with torch.no_grad():
-                    kept = before(x).log_softmax(dim=1)
-                drift = F.kl_div(net(x).log_softmax(dim=1), kept, log_target=True, reduction="batchmean")
-                loss = loss + settings.keep_weight * drift
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    for _ in range(settings.steps):
+        shown = jitter(images) if settings.jitter else images
+        loss = F.cross_entropy(net(normalize(shown, member.mean, member.std)), labels)
+        for replay_images in rehearsed:
+            chosen = torch.randint(len(replay_images), (settings.replay_batch,), generator=generator)
+            x = normalize(replay_images[chosen], member.mean, member.std)
+            with torch.no_grad():
+                kept = before(x).log_softmax(dim=1)
+            drift = F.kl_div(net(x).log_softmax(dim=1), kept, log_target=True, reduction="batchmean")
+            loss = loss + settings.keep_weight * drift
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
     device = next(member.net.parameters()).device
     return replace(member, net=net.eval().to(device, memory_format=torch.channels_last))
 

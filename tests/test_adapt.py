@@ -143,6 +143,7 @@ def test_an_ensemble_adapts_each_member(tmp_path, synthetic_run, synthetic_dir, 
     adapted = adapt(pair, images, labels, settings=QUICK)
     first, second = adapted.members
     assert not same_weights(first, second)  # seeds 0 and 1
+    assert same_weights(adapt(pair, images, labels, settings=QUICK, workers=1), adapted)  # one after the other or side by side
     out = tmp_path / "pair.safetensors"
     database = tmp_path / "c.db"
     corrections_database(database, writer)
