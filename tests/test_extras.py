@@ -82,3 +82,12 @@ def test_the_core_modules_import_without_any_extra():
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_without_the_bench_extra_the_skeleton_sets_are_unavailable_in_one_line(monkeypatch):
+    from lenet.realdigits import unavailable
+
+    monkeypatch.setitem(sys.modules, "skimage", None)
+    for name in ("pen", "styles"):
+        assert unavailable(name) == f'the {name} set needs the bench extra: pip install "lenet[bench]" (skimage is not installed)'
+    assert unavailable("binary_scan") is None  # drawn without scikit-image

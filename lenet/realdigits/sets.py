@@ -22,6 +22,7 @@ SET_NAMES = ("usps", "unipen_test", "pen", "binary_scan", "styles", "photo_font"
 UserImage = np.ndarray | Image.Image  # uint8 grey (H, W), or a PIL image (photographs are RGB)
 
 # Each set's generator parameters (ranges are drawn uniformly per image). They are part of the cache key.
+SKELETON_SETS = ("pen", "styles")  # the sets drawn along MNIST digits' skeletons (lenet.realdigits.strokes)
 SET_PARAMS: dict[str, dict[str, Any]] = {
     "usps": {"scale": (3, 8), "margin": (0.1, 0.5), "paper": (195, 245), "ink": (10, 80), "noise": (2, 6)},
     "unipen_test": {"pad": 280, "pen": (14, 30), "height": (110, 230)},
@@ -115,6 +116,12 @@ def photo_font_image(label: int, font: Path, rng: np.random.Generator, params: M
 
 def unavailable(name: str, data_dir: str | Path | None = None) -> str | None:
     """Why a set cannot be made on this machine, or None when it can."""
+    if name in SKELETON_SETS:  # drawn along MNIST digits' skeletons (scikit-image)
+        from lenet.extras import missing_extra
+
+        missing = missing_extra("bench", f"the {name} set")
+        if missing:
+            return missing
     try:
         if name == "usps":
             usps_test(str(data_dir or default_data_dir()))
