@@ -13,7 +13,9 @@ before and after. A writer the model reads without a mistake has nothing to corr
 
 Per k: the median over writers of the error reduction on the remaining digits (1 - errors after /
 errors before; only writers with errors left there before count, since a cut of zero errors means
-nothing), the errors pooled over all writers (before, after, their cut, and digits read right before but
+nothing), the errors pooled over all writers (before, after, their cut, how many of those before
+repeat a confusion (true digit, answer) that one of the corrections shows: what the corrections can
+teach at most, in the main; and digits read right before but
 wrong after), the writers' median accuracy, the MNIST test accuracy before and after (forgetting:
 for the first --mnist-writers writers adapted, to save time), and the seconds each adaptation took
 (the replay data loaded once, outside the timing), and the seconds of one adaptation to 30
@@ -78,7 +80,7 @@ def measure_writer(model, writer: str, indices: list[int], test, read: torch.Ten
     folds = [(indices[::2], indices[1::2]), (indices[1::2], indices[::2])] if halves else [(indices, None)]
     images, labels = test.images[:, 0], test.labels
     row = {"writer": writer, "k": k, "digits": len(indices), "corrections": 0, "remaining": 0, "errors_before": 0, "errors_after": 0,
-           "broken": 0, "corrections_read_right": 0, "adaptations": 0, "seconds": []}  # fmt: skip
+           "broken": 0, "errors_with_a_corrected_confusion": 0, "corrections_read_right": 0, "adaptations": 0, "seconds": []}  # fmt: skip
     for candidates, measured in folds:
         corrections = choose_corrections(candidates, labels, read, k)
         remaining = measured if measured is not None else [i for i in indices if i not in set(corrections)]
@@ -97,6 +99,9 @@ def measure_writer(model, writer: str, indices: list[int], test, read: torch.Ten
         row["remaining"] += len(remaining)
         row["errors_before"] += int((before != truth).sum())
         row["errors_after"] += int((after != truth).sum())
+        # The errors a correction could teach: the same confusion (true label, answer) as one of the corrections.
+        corrected = {(int(labels[i]), int(read[i])) for i in corrections}
+        row["errors_with_a_corrected_confusion"] += sum((int(t), int(b)) in corrected for t, b in zip(truth, before) if t != b)
         row["broken"] += int(((before == truth) & (after != truth)).sum())  # read right before, wrong after
     remaining = max(row["remaining"], 1)
     row["accuracy_before"], row["accuracy_after"] = 1 - row["errors_before"] / remaining, 1 - row["errors_after"] / remaining
@@ -121,6 +126,7 @@ def summarise(rows: list[dict], k: int, mnist_before: float) -> dict:
         "errors_after": sum(row["errors_after"] for row in mine),
         "pooled_error_reduction": 1 - sum(row["errors_after"] for row in mine) / max(sum(row["errors_before"] for row in mine), 1),
         "broken": sum(row["broken"] for row in mine),
+        "errors_with_a_corrected_confusion": sum(row["errors_with_a_corrected_confusion"] for row in mine),
         "remaining_digits": sum(row["remaining"] for row in mine),
         "median_accuracy_before": statistics.median(row["accuracy_before"] for row in mine),
         "median_accuracy_after": statistics.median(row["accuracy_after"] for row in mine),
@@ -140,10 +146,10 @@ def percent(value: float | None, digits: int = 2) -> str:
 
 def table(summaries: list[dict]) -> str:
     headers = ["k", "writers", "corrections", "writers with errors left", "median error cut", "errors left before -> after (cut)",
-               "broken", "median writer acc. before -> after", "MNIST before -> after (min)", "seconds (median, max)"]  # fmt: skip
+               "of them, a corrected confusion", "broken", "median writer acc. before -> after", "MNIST before -> after (min)", "seconds (median, max)"]  # fmt: skip
     rows = [[
         s["k"], s["writers"], s["corrections"], s["writers_with_errors_left"], percent(s["median_error_reduction"], 0),
-        f"{s['errors_before']} -> {s['errors_after']} ({percent(s['pooled_error_reduction'], 0)})", s["broken"],
+        f"{s['errors_before']} -> {s['errors_after']} ({percent(s['pooled_error_reduction'], 0)})", s["errors_with_a_corrected_confusion"], s["broken"],
         f"{percent(s['median_accuracy_before'], 1)} -> {percent(s['median_accuracy_after'], 1)}",
         f"{percent(s['mnist_before'])} -> {percent(s['mnist_after_mean'])} ({percent(s['mnist_after_min'])}, {s['mnist_writers']} writers)",
         f"{s['median_seconds']:.1f}, {s['max_seconds']:.1f}",
