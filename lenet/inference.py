@@ -20,6 +20,7 @@ predict_speed.txt), so a checkpoint is never exported on the fly.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,9 @@ class Ensemble:
 
     @property
     def checkpoint_path(self) -> str:
-        return ", ".join(str(member.checkpoint_path) for member in self.members)
+        """The members' files, each once, with its count when it holds several (a shipped ensemble): `x.safetensors (5 networks)`."""
+        counts = Counter(str(member.checkpoint_path) for member in self.members)
+        return ", ".join(path if count == 1 else f"{path} ({count} networks)" for path, count in counts.items())
 
     def predict_probs(self, images: Tensor, batch_size: int = 1000) -> Tensor:
         return torch.stack([member.predict_probs(images, batch_size) for member in self.members]).mean(dim=0)

@@ -49,6 +49,7 @@ def test_a_shipped_ensemble_among_the_paths_adds_its_members_at_equal_weight(syn
     lone = ship([other], tmp_path / "other.safetensors")
     three = load_ensemble([pair, lone])
     assert isinstance(three, Ensemble) and len(three.members) == 3  # not an ensemble of an ensemble
+    assert three.checkpoint_path == f"{pair} (2 networks), {lone}"  # the model's id in /healthz and corrections
     expected = (2 * first.predict_probs(images[:300]) + other.predict_probs(images[:300])) / 3
     assert torch.allclose(three.predict_probs(images[:300]), expected, atol=1e-6)
 
