@@ -1,7 +1,8 @@
 """Adaptation measured on simulated users: held-out UNIPEN writers correcting the digits the model misread.
 
     python benchmarks/adapt_writers.py [--ckpt MODEL ...] [--ks 1,3,5] [--halves] [--part test|val] [--writers N]
-        [--mnist-writers 5] [--steps 300] [--seed 0] [--data-dir DIR] [--name NAME] [--results-dir benchmarks/results]
+        [--mnist-writers 5] [--steps 300] [--lr 0.001] [--replay-batch 64] [--keep-weight 30] [--seed 0] [--data-dir DIR]
+        [--name NAME] [--results-dir benchmarks/results]
 
 For each writer of lenet.unipen's writer-disjoint test part (never trained on; --part val: the
 validation writers, on which the adaptation's settings are chosen; each digit drawn once,
@@ -163,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ks", default="1,3,5", help="corrections per class to try (default: 1,3,5)")
     parser.add_argument("--writers", type=int, help="only the first N writers that have misreads (default: all)")
     parser.add_argument("--mnist-writers", type=int, default=5, help="writers per k whose adapted model reads the MNIST test set (default: 5)")
-    parser.add_argument("--steps", type=int, default=AdaptSettings().steps)
+    defaults = AdaptSettings()
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--replay-batch", type=int, default=defaults.replay_batch, help="digits of each replay source a step")
+    parser.add_argument("--keep-weight", type=float, default=defaults.keep_weight, help="weight of the rehearsed digits' divergence")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--halves", action="store_true", help="each half of a writer's digits (odd- and even-numbered) in turn gives the corrections, the other is read")
     parser.add_argument("--part", choices=("val", "test"), default="test", help="UNIPEN writers to simulate: the held-out test writers (default) or the validation writers settings are chosen on")
@@ -173,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
     paths = args.ckpt or [str(SERVED_WEIGHTS)]
-    settings = AdaptSettings(steps=args.steps, seed=args.seed)
+    settings = AdaptSettings(steps=args.steps, lr=args.lr, replay_batch=args.replay_batch, keep_weight=args.keep_weight, seed=args.seed)
 
     model = load_ensemble(paths)
     test = load_renders(args.data_dir, args.part, 1)
