@@ -22,10 +22,10 @@ Redrawing the corrections with thinner and thicker strokes or elastic warps, a h
 twice the steps or the dense layers alone moved the validation writers' errors by no more than
 one seed's noise, so none is an option. For the served ensemble of 5, replay batches of 128
 rather than 64 keep the worst of 5 validation writers' MNIST within 0.08 points instead of 0.12,
-at 33 rather than 31 errors left of 60 (benchmarks/results/adapt_val/). An ensemble adapts each member (seed + i), members side by
-side on the cores, each on one thread (a batch this small gains nothing from a second, and loses
-much on shared cores). Everything random comes from generators seeded by `seed`: the same inputs
-give the same weights.
+at 33 rather than 31 errors left of 60 (benchmarks/results/adapt_val/). An ensemble adapts each
+member (seed + i), members side by side on the cores, each on one thread (a batch this small
+gains nothing from a second, and loses much on shared cores). Everything random comes from
+generators seeded by `seed`: the same inputs give the same weights.
 """
 
 from __future__ import annotations

@@ -234,7 +234,7 @@ class MNISTDataModule(L.LightningDataModule):
     def epoch_pool(self, epoch: int) -> Tensor:
         """The training rows of one epoch: every MNIST digit, and each digit of another source weights[source]
         times (a different render each time, so R renders last R / weight epochs before one repeats)."""
-        mnist_count = len(self.splits["train"][1]) - sum(count * renders for _, count, renders in self._extra_rows.values())
+        mnist_count = min(start for start, _, _ in self._extra_rows.values())  # MNIST's rows come first
         return torch.cat([torch.arange(mnist_count)] + [self._draws(name, epoch) for name in self._extra_rows])
 
     def _draws(self, source: str, epoch: int) -> Tensor:

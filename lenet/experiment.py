@@ -267,9 +267,14 @@ def _sources_name(data_hparams: Mapping[str, Any]) -> str | None:
     weights, unipen = data_hparams.get("weights") or {}, data_hparams.get("unipen") or {}
     styles = ", ".join(f"{name} {share:g}" for name, share in (unipen.get("styles") or {}).items())
     corrections = (data_hparams.get("corrections") or {}).get("path")
-    parts = [f"{name} x{weights.get(name, 1):g}" if name != "mnist" else name for name in sources]
-    parts = [f"{part} ({corrections})" if part.startswith("corrections ") else part for part in parts]
-    return " + ".join(parts) + (f" ({unipen.get('renders')} renders: {styles})" if "unipen" in sources else "")
+
+    def part(name: str) -> str:
+        if name == "mnist":
+            return name
+        weighed = f"{name} x{weights.get(name, 1):g}"
+        return f"{weighed} ({corrections})" if name == "corrections" else weighed  # unipen's renders and styles come last
+
+    return " + ".join(map(part, sources)) + (f" ({unipen.get('renders')} renders: {styles})" if "unipen" in sources else "")
 
 
 def _class_name(spec: Mapping[str, Any] | None) -> str:

@@ -344,9 +344,9 @@ def load_ensemble(
     paths: Sequence[str | Path], device: str | torch.device = "cpu", cpu_threads: int = 0, native: bool = False
 ) -> Model:
     """One checkpoint (or exported .onnx file, or .safetensors weights with their card): its model;
-    several: an Ensemble averaging them (all trained on one dataset; an ensemble's file adds each of its members). A path ending in .onnx is run by ONNX Runtime on the CPU; with `native`,
-    a LeNet-5 checkpoint is run by the project's C kernel (lenet.native); both on `cpu_threads`
-    threads (0: one per core)."""
+    several: an Ensemble averaging them (all trained on one dataset; an ensemble's file adds each of
+    its members). A path ending in .onnx is run by ONNX Runtime on the CPU; with `native`, a LeNet-5
+    checkpoint is run by the project's C kernel (lenet.native); both on `cpu_threads` threads (0: one per core)."""
     if not paths:
         raise CheckpointError("no checkpoint given: pass at least one run directory or .ckpt file.")
 

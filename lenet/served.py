@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from lenet.inference import LOAD_ERRORS, SERVED_WEIGHTS, Ensemble, LoadedModel, load_model, load_problem, load_weights
+from lenet.inference import LOAD_ERRORS, SERVED_WEIGHTS, Ensemble, LoadedModel, load_ensemble, load_problem
 
 CARD_FORMAT = "lenet-weights/1"
 MNIST_ATTRIBUTION = "MNIST (Y. LeCun, C. Cortes, C. J. C. Burges): the 60,000 training digits (54,000 train, 6,000 validation)"
@@ -68,7 +68,8 @@ def card(models: Sequence[LoadedModel], figures: Mapping[str, Any] | None = None
 
     preprocess = Path(__file__).with_name("preprocess.py")
     first = models[0]
-    members = provenance(models)
+    cards = shipped_cards(models)
+    members = provenance(models, cards)
     return {
         "format": CARD_FORMAT,
         "network": first.model_hparams["net"],
@@ -83,7 +84,7 @@ def card(models: Sequence[LoadedModel], figures: Mapping[str, Any] | None = None
         "training": {
             "checkpoints_sha256": [sha for sha, _ in members],
             "recipe": dict(recipe or {}),
-            "data": shipped_card(first.checkpoint_path)["training"].get("data", []) if _is_shipped(first) else training_data(first.data_hparams),
+            "data": cards[Path(first.checkpoint_path)]["training"].get("data", []) if _is_shipped(first) else training_data(first.data_hparams),
             "best_epochs": [epochs for _, epochs in members],  # each member's best.ckpt: the epochs it had run
         },
         "figures": dict(figures or {}),
@@ -101,7 +102,13 @@ def shipped_card(weights_path: str | Path) -> dict[str, Any]:
     return card
 
 
-def provenance(models: Sequence[LoadedModel]) -> list[tuple[str, int | None]]:
+def shipped_cards(models: Sequence[LoadedModel]) -> dict[Path, dict[str, Any]]:
+    """The card of each shipped weights file among the models' files, each read once."""
+    paths = dict.fromkeys(Path(model.checkpoint_path) for model in models if _is_shipped(model))
+    return {path: shipped_card(path) for path in paths}
+
+
+def provenance(models: Sequence[LoadedModel], cards: Mapping[Path, Mapping[str, Any]]) -> list[tuple[str, int | None]]:
     """Each member's checkpoint (sha256) and the epochs its best.ckpt had run. A member read from shipped
     weights (an ensemble grown by more seeds, a model adapted by lenet.adapt) keeps what their card says."""
     found, taken = [], Counter()
@@ -110,7 +117,7 @@ def provenance(models: Sequence[LoadedModel]) -> list[tuple[str, int | None]]:
         if not _is_shipped(model):
             found.append((_sha256(path), len(model.history)))
             continue
-        index, training = taken[path], shipped_card(path)["training"]
+        index, training = taken[path], cards[path]["training"]
         taken[path] += 1
         shas, epochs = training.get("checkpoints_sha256") or [], training.get("best_epochs") or []
         found.append((shas[index] if index < len(shas) else _sha256(path), epochs[index] if index < len(epochs) else None))
@@ -153,10 +160,10 @@ def one_recipe(models: Sequence[LoadedModel]) -> dict[str, Any]:
     cards' of shipped weights among them, which must agree: an ensemble ships one recipe."""
     from lenet.experiment import recipe  # Lightning is imported only to name the recipe
 
-    recipes = {}
+    recipes, cards = {}, shipped_cards(models)
     for model in models:
         path = Path(model.checkpoint_path)
-        recipes.setdefault(json.dumps(shipped_card(path)["training"].get("recipe", {}) if _is_shipped(model) else
+        recipes.setdefault(json.dumps(cards[path]["training"].get("recipe", {}) if _is_shipped(model) else
                                       recipe(model.model_hparams, model.data_hparams), sort_keys=True), []).append(path)  # fmt: skip
     if len(recipes) > 1:
         described = "; ".join(f"{sorted({p.name for p in paths})}: {text}" for text, paths in recipes.items())
@@ -173,12 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="the row's name in --figures (default: the checkpoints' paths, comma-joined)")
     args = parser.parse_args(argv)
     try:
-        loaded = [load_weights(path) if str(path).endswith(".safetensors") else load_model(path) for path in args.checkpoints]
+        loaded = load_ensemble(args.checkpoints)  # shipped weights among them add their members
     except LOAD_ERRORS as error:
         print(f"lenet.served: {load_problem(error, args.checkpoints)}", file=sys.stderr)
         return 2
-    models = [member for model in loaded for member in (model.members if isinstance(model, Ensemble) else [model])]
+    models = loaded.members if isinstance(loaded, Ensemble) else [loaded]
     try:
+        if not all(isinstance(model, LoadedModel) for model in models):
+            raise ValueError("only checkpoints and .safetensors weights ship, not exported .onnx files: pass the run the export came from.")
         chosen = one_recipe(models)
     except ValueError as error:
         print(f"lenet.served: {error}", file=sys.stderr)
