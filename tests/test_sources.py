@@ -177,6 +177,12 @@ def test_a_missing_or_empty_corrections_source_is_one_clear_error(tmp_path: Path
                                    corrections={"path": str(corrections_file(tmp_path / "c.db")), "writer": "nobody"})  # fmt: skip
     with pytest.raises(DataError, match=r"holds no corrections by writer 'nobody'"):
         only_refused.setup()
+    from lenet.corrections import NOT_A_DIGIT, Correction, CorrectionStore
+
+    no_digits = tmp_path / "no_digits.db"
+    CorrectionStore(no_digits).add(Correction(NOT_A_DIGIT, bytes(784), predicted=2, confidence=0.4, model="m", writer="anna"))
+    with pytest.raises(DataError, match=r"holds only not-a-digit corrections by writer 'anna'"):
+        MNISTDataModule(data_dir=str(data_dir()), sources=["mnist", "corrections"], corrections={"path": str(no_digits), "writer": "anna"}).setup()
 
 
 def test_a_run_with_corrections_names_them_in_its_recipe(tmp_path: Path) -> None:
