@@ -1,5 +1,5 @@
 """Draw pen trajectories as the images people's digits reach the product in: a drawing on the page's
-pad, pencil, marker, a binarised scan, a photo of paper.
+pad, pencil, marker, a binarised scan, a grey postal scan, a photo of paper.
 
 Every style is a function (segments, rng, params) -> image, seeded by the caller's generator so the
 same seed draws the same image; segments are (K, 2, 2) centre-line pieces (start, end) x (row, col)
@@ -29,6 +29,9 @@ STYLE_PARAMS: dict[str, dict[str, Any]] = {
     "pencil": {"pad": 280, "pen": (1.2, 3.5), "height": (110, 260), "ink": (30, 130), "paper": (190, 245), "grain": (3, 9)},
     # A scanned form: the digit stretched to fill a 16x16 box (aspect lost), binarised, upscaled blockily.
     "scan": {"box": 16, "pen": (0.08, 0.16), "scale": (3, 9), "margin": (0.1, 0.35)},
+    # A postal archive's scan: deslanted, size-normalised into a 16x16 box (the narrow axis stretched part of the
+    # way, or all of it), kept in grey levels, upscaled smoothly onto paper with grey ink and noise.
+    "grey_scan": {"box": 16, "pen": (0.08, 0.18), "stretch": (0, 1), "scale": (3, 8), "margin": (0.1, 0.5), "paper": (195, 245), "ink": (10, 80), "noise": (2, 6)},
     # A pen digit on paper, photographed: colour, texture, uneven light, blur, JPEG.
     "photo": {
         "pad": 220, "pen": (4, 12), "height": (80, 180), "paper": (195, 245), "texture": (2, 6),
@@ -103,6 +106,12 @@ def draw_in_pencil(segments: np.ndarray, rng: np.random.Generator, params: Mappi
 
 def scan_cells(segments: np.ndarray, rng: np.random.Generator, params: Mapping[str, Any]) -> np.ndarray:
     """The digit stretched to fill a box x box grid (each axis on its own), binarised: bool (box, box)."""
+    return box_ink(segments, rng, params) > 0.5
+
+
+def box_ink(segments: np.ndarray, rng: np.random.Generator, params: Mapping[str, Any]) -> np.ndarray:
+    """The digit stretched to fill a box x box grid (each axis on its own, or as far as params["stretch"] says):
+    float (box, box) ink coverage in [0, 1]."""
     box, detail = params["box"], 8  # drawn at 8x the grid, then averaged into its cells
     side = box * detail
     points = segments.reshape(-1, 2)
@@ -110,13 +119,50 @@ def scan_cells(segments: np.ndarray, rng: np.random.Generator, params: Mapping[s
     pen = rng.uniform(*params["pen"]) * side
     room = side - pen - 2
     square = (segments - low) / extent * room  # both axes fill the box: a 1 becomes a bar
+    if "stretch" in params:  # how far the narrow axis is stretched: 0 keeps the digit's aspect, 1 fills the box
+        stretch = rng.uniform(*params["stretch"])
+        square = square * (stretch + (1 - stretch) * extent / extent.max())  # pen_ink fits the longer axis to the box
     ink = pen_ink(square, rng, {"pad": side, "pen": (pen, pen), "height": (room, room)})
-    return ink.reshape(box, detail, box, detail).mean(axis=(1, 3)) > 0.5
+    return ink.reshape(box, detail, box, detail).mean(axis=(1, 3))
+
+
+def deslant(segments: np.ndarray) -> np.ndarray:
+    """Segments sheared along the rows so that the digit's ink has no slant (no row-column covariance),
+    as postal scans are normalised. The moments are those of ink spread evenly along each segment."""
+    start, end = segments[:, 0], segments[:, 1]  # (K, 2) (row, col)
+    weights = np.linalg.norm(end - start, axis=1) + 1e-9
+    mean = np.average((start + end) / 2, axis=0, weights=weights)
+    a, b = start - mean, end - mean  # a segment's points a + t (b - a), t uniform in 0..1
+    row_var = np.average((a[:, 0] ** 2 + a[:, 0] * b[:, 0] + b[:, 0] ** 2) / 3, weights=weights)
+    if row_var < 1e-12:  # a flat stroke has no slant to remove
+        return segments
+    covariance = np.average((2 * a[:, 0] * a[:, 1] + a[:, 0] * b[:, 1] + b[:, 0] * a[:, 1] + 2 * b[:, 0] * b[:, 1]) / 6, weights=weights)
+    sheared = segments.copy()
+    sheared[..., 1] -= covariance / row_var * (segments[..., 0] - mean[0])
+    return sheared
 
 
 def draw_scan(segments: np.ndarray, rng: np.random.Generator, params: Mapping[str, Any]) -> np.ndarray:
     """A binarised box scan, upscaled with square cells and an uneven margin: uint8 black on white."""
     return blocky_scan(scan_cells(segments, rng, params), rng, params)
+
+
+def draw_grey_scan(segments: np.ndarray, rng: np.random.Generator, params: Mapping[str, Any]) -> np.ndarray:
+    """A grey postal scan: deslanted, size-normalised into the box, grey levels, upscaled smoothly: uint8 dark on paper."""
+    return smooth_scan(box_ink(deslant(segments), rng, params), rng, params)
+
+
+def smooth_scan(ink: np.ndarray, rng: np.random.Generator, params: Mapping[str, Any]) -> np.ndarray:
+    """Grey ink cells (0..1, (box, box)) as a scan arrives: upscaled bicubically 3-8x, an uneven margin,
+    grey ink on paper, noise: uint8."""
+    side = round(ink.shape[0] * rng.uniform(*params["scale"]))
+    ink = Image.fromarray(ink.astype(np.float32)).resize((side, side), Image.Resampling.BICUBIC)
+    ink = np.clip(np.asarray(ink), 0, 1)
+    top, bottom, left, right = (round(side * rng.uniform(*params["margin"])) for _ in range(4))
+    ink = np.pad(ink, ((top, bottom), (left, right)))
+    paper, ink_level = rng.uniform(*params["paper"]), rng.uniform(*params["ink"])
+    image = paper - ink * (paper - ink_level) + rng.normal(0, rng.uniform(*params["noise"]), ink.shape)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
 def blocky_scan(cells: np.ndarray, rng: np.random.Generator, params: Mapping[str, Any]) -> np.ndarray:
@@ -161,7 +207,10 @@ def draw_photo(segments: np.ndarray, rng: np.random.Generator, params: Mapping[s
     return photograph(alpha, rng, params, scale=float(np.mean(params["height"])))
 
 
-DRAW = {"page": draw_with_pen, "marker": draw_with_pen, "pencil": draw_in_pencil, "scan": draw_scan, "photo": draw_photo}
+DRAW = {
+    "page": draw_with_pen, "marker": draw_with_pen, "pencil": draw_in_pencil, "scan": draw_scan, "grey_scan": draw_grey_scan,
+    "photo": draw_photo,
+}  # fmt: skip
 
 
 def draw(style: str, segments: np.ndarray, rng: np.random.Generator, **overrides: Any) -> np.ndarray | Image.Image:

@@ -186,6 +186,22 @@ def test_the_scan_style_stretches_a_one_to_fill_its_box() -> None:
     assert cells.any(axis=0).all() and cells.any(axis=1).all()  # a slanted stroke stretched corner to corner, aspect lost
 
 
+def test_the_grey_scan_style_deslants_and_keeps_grey_levels() -> None:
+    slanted_one = render.stroke_segments((np.array([[0, 0], [30, 80]], np.float32),))  # (x, y): leaning right
+    upright = render.deslant(slanted_one)
+    assert np.allclose(upright[..., 1], upright[0, 0, 1])  # every point in one column: the lean sheared away
+    assert np.array_equal(upright[..., 0], slanted_one[..., 0])  # rows untouched
+    params = render.STYLE_PARAMS["grey_scan"]
+    narrow_one = render.stroke_segments((np.array([[0, 0], [3, 80]], np.float32),))
+    kept = render.box_ink(narrow_one, np.random.default_rng(0), {**params, "stretch": (0, 0)})
+    filled = render.box_ink(narrow_one, np.random.default_rng(0), {**params, "stretch": (1, 1)})
+    assert kept.any(axis=0).sum() <= 4 and filled.any(axis=0).all()  # aspect kept: a thin 1; stretched: a bar
+    ink = render.box_ink(render.stroke_segments(SEVEN), np.random.default_rng(0), params)
+    assert ((ink > 0.05) & (ink < 0.95)).any()  # anti-aliased edges, not binarised
+    image = render.draw("grey_scan", render.stroke_segments(SEVEN), np.random.default_rng(0))
+    assert image.dtype == np.uint8 and 48 <= image.shape[0] <= 16 * 8 * 2  # upscaled 3-8x, with its margin
+
+
 def test_renders_keep_labels_are_seeded_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     digits = [PenDigit(7, SEVEN, f"c/w{i}", f"f:{i}") for i in range(3)] + [PenDigit(1, (np.array([[0, 0], [2, 50]], np.float32),), "c/w9", "f:9")]
     styles = {"page": 0.5, "scan": 0.5}

@@ -16,7 +16,7 @@ from lenet.realdigits.sources import (
     HANDWRITING_FONTS, IMAGE, SetUnavailable, balanced_mnist, fonts_for, stream, unipen_test, usps_test,
 )  # fmt: skip
 from lenet.realdigits.strokes import plain_for_style, skeleton, skeleton_segments, style_stroke
-from lenet.render import blocky_scan, draw_with_pen, photograph, polyline_segments, stroke_segments
+from lenet.render import blocky_scan, draw_with_pen, photograph, polyline_segments, smooth_scan, stroke_segments
 
 SET_NAMES = ("usps", "unipen_test", "pen", "binary_scan", "styles", "photo_font")
 UserImage = np.ndarray | Image.Image  # uint8 grey (H, W), or a PIL image (photographs are RGB)
@@ -62,14 +62,7 @@ def set_params(name: str, **overrides: Any) -> dict[str, Any]:
 
 def usps_image(values: np.ndarray, rng: np.random.Generator, params: Mapping[str, Any]) -> np.ndarray:
     """A USPS digit (16x16, -1..1) as a scan arrives: upscaled 3-8x, an uneven margin, grey ink on paper, noise."""
-    side = round(16 * rng.uniform(*params["scale"]))
-    ink = Image.fromarray((values + 1) / 2).resize((side, side), Image.Resampling.BICUBIC)
-    ink = np.clip(np.asarray(ink), 0, 1)
-    top, bottom, left, right = (round(side * rng.uniform(*params["margin"])) for _ in range(4))
-    ink = np.pad(ink, ((top, bottom), (left, right)))
-    paper, ink_level = rng.uniform(*params["paper"]), rng.uniform(*params["ink"])
-    image = paper - ink * (paper - ink_level) + rng.normal(0, rng.uniform(*params["noise"]), ink.shape)
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    return smooth_scan((values + 1) / 2, rng, params)
 
 
 def pen_image(digit: np.ndarray, rng: np.random.Generator, params: Mapping[str, Any]) -> np.ndarray:
