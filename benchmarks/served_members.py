@@ -22,7 +22,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
-from lenet.data import MNISTDataModule  # noqa: E402
+from lenet.data import mnist_validation  # noqa: E402
 from lenet.evaluation import default_data_dir, evaluate  # noqa: E402
 from lenet.inference import Ensemble, load_ensemble  # noqa: E402
 from lenet.unipen_images import load_renders  # noqa: E402
@@ -57,9 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_ensemble(args.models)
     members = model.members if isinstance(model, Ensemble) else [model]
     unipen = load_renders(args.data_dir, "val", 1)
-    datamodule = MNISTDataModule(data_dir=args.data_dir)  # its seeded split: the validation digits every run held out
-    datamodule.setup()
-    mnist_images, mnist_labels = datamodule.splits["val"]
+    mnist_images, mnist_labels = mnist_validation(args.data_dir)
     rows, results = [], []
     for n in range(1, len(members) + 1):
         ensemble = members[0] if n == 1 else Ensemble(members[:n])

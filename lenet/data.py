@@ -291,6 +291,13 @@ class MNISTDataModule(L.LightningDataModule):
         return normalize(images, self.mean, self.std), labels
 
 
+def mnist_validation(data_dir: str | Path, dataset: str = "mnist") -> tuple[Tensor, Tensor]:
+    """The 6,000 training digits every run holds out for validation (the data module's seeded split)."""
+    datamodule = MNISTDataModule(data_dir=str(data_dir), dataset=dataset, download=False)
+    datamodule.setup()
+    return datamodule.splits["val"]
+
+
 def _check_sources(
     dataset: str, sources: Sequence[str], weights: Mapping[str, float] | None, unipen: Mapping[str, Any] | None
 ) -> tuple[list[str], dict[str, float], dict[str, Any]]:

@@ -141,11 +141,11 @@ def declare(library: ctypes.CDLL) -> ctypes.CDLL:
 VECTOR = 16  # floats in lenet5.c's widest vector (AVX-512): dense outputs are padded to whole ones
 
 
-def weight_arrays(net: LeNet5, mean: float, std: float) -> dict[str, np.ndarray]:
+def weight_arrays(net: LeNet5, mean: float, std: float, temperature: float = 1.0) -> dict[str, np.ndarray]:
     """LeNet-5's parameters as the fields of lenet5.c's `Weights`, by name, in its order and layout
     (tests/test_native.py checks the struct against these shapes). The input normalisation
-    (x - mean) / std is folded into conv1 (exact: the convolution has no padding), and the dense
-    layers' outputs are padded with zeros to whole vectors."""
+    (x - mean) / std is folded into conv1 (exact: the convolution has no padding), the logits' temperature
+    (lenet.calibration) into the last layer, and the dense layers' outputs are padded with zeros to whole vectors."""
     conv1, conv2 = (layer for layer in net.features if isinstance(layer, nn.Conv2d))
     dense1, dense2, dense3 = (layer for layer in net.classifier if isinstance(layer, nn.Linear))
     taps = _floats(conv1.weight)[:, 0].reshape(conv1.out_channels, -1) / std  # (6, 25)
@@ -158,7 +158,7 @@ def weight_arrays(net: LeNet5, mean: float, std: float) -> dict[str, np.ndarray]
         "b2": _floats(conv2.bias),
         "w3": _padded(maps.transpose(2, 3, 1, 0).reshape(dense1.in_features, -1)), "b3": _padded(_floats(dense1.bias)),
         "w4": _padded(_floats(dense2.weight).T), "b4": _padded(_floats(dense2.bias)),
-        "w5": _padded(_floats(dense3.weight).T), "b5": _padded(_floats(dense3.bias)),
+        "w5": _padded(_floats(dense3.weight).T / temperature), "b5": _padded(_floats(dense3.bias) / temperature),
     }  # fmt: skip
 
 
@@ -172,9 +172,9 @@ def _padded(values: np.ndarray) -> np.ndarray:
     return np.pad(values, [(0, 0)] * (values.ndim - 1) + [(0, width - values.shape[-1])])
 
 
-def pack_weights(net: LeNet5, mean: float, std: float) -> np.ndarray:
+def pack_weights(net: LeNet5, mean: float, std: float, temperature: float = 1.0) -> np.ndarray:
     """weight_arrays' fields one after another: the bytes of lenet5.c's `Weights`."""
-    parts = weight_arrays(net, mean, std).values()
+    parts = weight_arrays(net, mean, std, temperature).values()
     return np.ascontiguousarray(np.concatenate([part.ravel() for part in parts]), dtype=np.float32)
 
 
@@ -186,6 +186,7 @@ class Loaded(Protocol):
     mean: float
     std: float
     checkpoint_path: Path
+    temperature: float
 
     @property
     def dataset(self) -> str: ...
@@ -224,7 +225,7 @@ def load_native(loaded: Loaded, threads: int = 0, march: str = "native") -> Nati
         what = type(loaded.net).__name__ if type(loaded.net) is not LeNet5 else f"a LeNet5 with {classes} classes"
         raise NativeError(f"{loaded.checkpoint_path}: --native runs LeNet-5 with 10 classes only, and this is {what}: leave out --native.")
     library = kernel(march)
-    weights = pack_weights(loaded.net, loaded.mean, loaded.std)
+    weights = pack_weights(loaded.net, loaded.mean, loaded.std, loaded.temperature)
     if len(weights) != library.lenet5_weights_floats():
         raise NativeError(f"the packed weights ({len(weights)} floats) do not match lenet5.c's layout: rebuild the kernel.")
     return NativeModel(torch.from_numpy(weights), library, loaded.checkpoint_path, loaded.dataset, threads)

@@ -6,7 +6,8 @@ weights and a JSON card inside the package (lenet/served/).
 
 The card says what the weights are (the network, as an allow-listed spec, and the normalisation
 they expect), how the images must be prepared, what trained them (the recipe, the data and its
-attribution) and what they were measured to do. Loading (lenet.inference.load_weights) reads
+attribution), the temperature their probabilities are calibrated with (fitted on validation data
+by lenet.calibration, unless --temperature gives one) and what they were measured to do. Loading (lenet.inference.load_weights) reads
 tensors and JSON only: nothing in either file can run code.
 """
 
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from lenet.datafiles import DataError
 from lenet.inference import LOAD_ERRORS, SERVED_WEIGHTS, Ensemble, LoadedModel, load_ensemble, load_problem
 
 CARD_FORMAT = "lenet-weights/1"
@@ -62,8 +64,10 @@ def training_data(data_hparams: Mapping[str, Any]) -> list[dict[str, Any]]:
     return data
 
 
-def card(models: Sequence[LoadedModel], figures: Mapping[str, Any] | None = None, recipe: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON card of one or more loaded checkpoints of one recipe (see the module docstring)."""
+def card(models: Sequence[LoadedModel], figures: Mapping[str, Any] | None = None, recipe: Mapping[str, Any] | None = None,
+         calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The JSON card of one or more loaded checkpoints of one recipe (see the module docstring);
+    `calibration` (lenet.calibration.calibrate's) by default the temperature the models answer with."""
     from lenet.models import count_parameters
 
     preprocess = Path(__file__).with_name("preprocess.py")
@@ -87,8 +91,17 @@ def card(models: Sequence[LoadedModel], figures: Mapping[str, Any] | None = None
             "data": cards[Path(first.checkpoint_path)]["training"].get("data", []) if _is_shipped(first) else training_data(first.data_hparams),
             "best_epochs": [epochs for _, epochs in members],  # each member's best.ckpt: the epochs it had run
         },
+        "calibration": dict(calibration or {"temperature": shared_temperature(models)}),
         "figures": dict(figures or {}),
     }
+
+
+def shared_temperature(models: Sequence[LoadedModel]) -> float:
+    """The one temperature the models answer with; members calibrated apart are calibrated again."""
+    temperatures = sorted({model.temperature for model in models})
+    if len(temperatures) != 1:
+        raise ValueError(f"the models answer with different temperatures {temperatures}: fit one for the ensemble (leave out --temperature).")
+    return temperatures[0]
 
 
 def _is_shipped(model: LoadedModel) -> bool:
@@ -125,9 +138,10 @@ def provenance(models: Sequence[LoadedModel], cards: Mapping[Path, Mapping[str, 
 
 
 def ship(models: Sequence[LoadedModel], weights_path: str | Path = SERVED_WEIGHTS, figures: Mapping[str, Any] | None = None,
-         recipe: Mapping[str, Any] | None = None) -> Path:  # fmt: skip
+         recipe: Mapping[str, Any] | None = None, calibration: Mapping[str, Any] | None = None) -> Path:  # fmt: skip
     """Write the networks of `models` (one, or an ensemble's members, weights then named `<i>.<name>`) as
-    `weights_path` (safetensors) and their card beside it (.json)."""
+    `weights_path` (safetensors) and their card beside it (.json). The weights are the networks' own;
+    the calibration's temperature is the card's, applied when they are loaded."""
     if len({json.dumps(model.model_hparams["net"], sort_keys=True) for model in models}) != 1:
         raise ValueError("an ensemble to ship must be of one network: its card names a single one")
     weights_path = Path(weights_path)
@@ -136,8 +150,9 @@ def ship(models: Sequence[LoadedModel], weights_path: str | Path = SERVED_WEIGHT
     for i, model in enumerate(models):
         prefix = "" if len(models) == 1 else f"{i}."
         tensors.update({prefix + key: value.detach().to("cpu").clone(memory_format=torch.contiguous_format) for key, value in model.net.state_dict().items()})  # a copy: one model twice shares no memory
+    described = card(models, figures, recipe, calibration)  # before writing anything: it may refuse the models
     save_file(tensors, str(weights_path), metadata={"format": CARD_FORMAT})
-    weights_path.with_suffix(".json").write_text(json.dumps(card(models, figures, recipe), indent=2) + "\n")
+    weights_path.with_suffix(".json").write_text(json.dumps(described, indent=2) + "\n")
     return weights_path
 
 
@@ -171,6 +186,17 @@ def one_recipe(models: Sequence[LoadedModel]) -> dict[str, Any]:
     return json.loads(next(iter(recipes)))
 
 
+def fitted_calibration(models: Sequence[LoadedModel], temperature: float | None, data_dir: str | None) -> dict[str, Any]:
+    """The card's calibration: the given temperature, or one fitted on the validation sets (lenet.calibration)."""
+    from lenet.calibration import calibrate, checked_temperature
+
+    if temperature is not None:
+        return {"temperature": checked_temperature(temperature, "--temperature"), "fitted_on": "given with --temperature"}
+    from lenet.evaluation import default_data_dir
+
+    return calibrate(models, data_dir or default_data_dir())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lenet.served", description="Ship a checkpoint as the package's served model.")
     parser.add_argument("checkpoints", nargs="+", help="run directories or .ckpt files (trained with experiment=served); several: an ensemble; "
@@ -178,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=SERVED_WEIGHTS, help=f"weights file (default: {SERVED_WEIGHTS})")
     parser.add_argument("--figures", type=Path, help="a benchmarks/real_digits.py results JSON with a row for this checkpoint")
     parser.add_argument("--model", help="the row's name in --figures (default: the checkpoints' paths, comma-joined)")
+    parser.add_argument("--temperature", type=float, help="divide the logits by this (1: uncalibrated; default: fitted on UNIPEN's "
+                        "validation writers and MNIST's validation digits in --data-dir, lenet.calibration)")
+    parser.add_argument("--data-dir", default=None, help="MNIST and UNIPEN folder for the fit (default: $LENET_DATA_DIR or ./data)")
     args = parser.parse_args(argv)
     try:
         loaded = load_ensemble(args.checkpoints)  # shipped weights among them add their members
@@ -192,8 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"lenet.served: {error}", file=sys.stderr)
         return 2
+    try:
+        calibration = fitted_calibration(models, args.temperature, args.data_dir)
+    except (DataError, ValueError, OSError) as error:  # DataError (UnipenError too): a missing or damaged data folder
+        print(f"lenet.served: cannot fit the temperature ({error}); pass --temperature 1 to ship uncalibrated.", file=sys.stderr)
+        return 2
+    print(f"temperature {calibration['temperature']}" + (f" (validation NLL {calibration['nll_before']} -> {calibration['nll_after']})"
+                                                          if "nll_after" in calibration else ""))  # fmt: skip
     figures = model_figures(args.figures, args.model or ",".join(args.checkpoints)) if args.figures else {}
-    path = ship(models, args.out, figures, chosen)
+    path = ship(models, args.out, figures, chosen, calibration)
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
 

@@ -114,7 +114,7 @@ def test_shipped_weights_grow_by_more_seeds_and_keep_each_members_provenance(syn
     pair = served.ship([first, first], tmp_path / "pair.safetensors", recipe=served.one_recipe([first]))
     before = json.loads(pair.with_suffix(".json").read_text())["training"]
     out = tmp_path / "three.safetensors"
-    assert served.main([str(pair), str(synthetic_run), "--out", str(out)]) == 0
+    assert served.main([str(pair), str(synthetic_run), "--out", str(out), "--temperature", "1"]) == 0
     after = json.loads(out.with_suffix(".json").read_text())
     assert after["members"] == 3 and len(load_weights(out).members) == 3
     checkpoint = synthetic_run / "checkpoints" / "best.ckpt"
