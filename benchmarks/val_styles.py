@@ -10,7 +10,8 @@ commas (an ensemble), named by an optional `LABEL=` prefix. The 1,790 digits of 
 writers are drawn once in each style of lenet.render (seed 0, cached as training renders are) and
 prepared as served images are; MNIST's validation digits are the 6,000 every run held out. Per model
 and set: accuracy, mistakes, and the mean negative log-likelihood of the true digit (how well the
-probabilities are calibrated, which the "unsure" answers rest on). Writes NAME.json and NAME.md.
+probabilities are calibrated, which the "unsure" answers rest on) and the expected calibration error
+(lenet.calibration). Writes NAME.json and NAME.md.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import Tensor
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
+from lenet.calibration import calibration_error  # noqa: E402
 from lenet.data import mnist_validation  # noqa: E402
 from lenet.evaluation import default_data_dir, evaluate  # noqa: E402
 from lenet.inference import load_ensemble  # noqa: E402
@@ -44,11 +46,12 @@ def validation_sets(data_dir: str, styles: list[str]) -> dict[str, tuple[Tensor,
 
 
 def scores(model, images: Tensor, labels: Tensor) -> dict[str, float]:
-    """Accuracy (lenet.evaluation's), mistakes and mean negative log-likelihood of the true digit."""
+    """Accuracy (lenet.evaluation's), mistakes, mean negative log-likelihood of the true digit, calibration error."""
     evaluation = evaluate(model, images, labels)
     accuracy = evaluation.metrics["test/acc"]
     true = evaluation.probs[torch.arange(len(labels)), labels].clamp_min(1e-12)
-    return {"accuracy": accuracy, "wrong": round((1 - accuracy) * len(labels)), "nll": float(-true.log().mean())}
+    return {"accuracy": accuracy, "wrong": round((1 - accuracy) * len(labels)), "nll": float(-true.log().mean()),
+            "calibration_error": calibration_error(evaluation.probs, labels)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,12 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         model = load_ensemble(paths.split(","))
         measured = {name: scores(model, images, labels) for name, (images, labels) in sets.items()}
         results.append({"model": label or paths, "paths": paths.split(","), "sets": measured})
+        first = measured[f"val_unipen_{styles[0]}"]
         rows.append([label or paths, *(f"{100 * m['accuracy']:.2f} ({m['wrong']})" for m in measured.values()),
-                     f"{measured[f'val_unipen_{styles[0]}']['nll']:.4f}"])  # fmt: skip
+                     f"{first['nll']:.4f}", f"{first['calibration_error']:.3f}"])  # fmt: skip
         print(label or paths, " ".join(f"{name} {m['accuracy']:.2%} ({m['wrong']})" for name, m in measured.items()))
     counts = {name: len(labels) for name, (_, labels) in sets.items()}
-    headers = ["model", *(f"{name} ({counts[name]:,})" for name in sets), f"NLL val_unipen_{styles[0]}"]
-    intro = "Accuracy % (mistakes) on validation data only; NLL: mean negative log-likelihood of the true digit.\n\n"
+    headers = ["model", *(f"{name} ({counts[name]:,})" for name in sets), f"NLL val_unipen_{styles[0]}", f"ECE val_unipen_{styles[0]}"]
+    intro = ("Accuracy % (mistakes) on validation data only; NLL: mean negative log-likelihood of the true digit; "
+             "ECE: expected calibration error (15 bins).\n\n")  # fmt: skip
     write_results(args.name, {"styles": styles, "counts": counts, "models": results}, intro + markdown_table(headers, rows) + "\n",
                   results_dir=args.results_dir)  # fmt: skip
     return 0

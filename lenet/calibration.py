@@ -39,6 +39,20 @@ def ensemble_nll(logits: Tensor, labels: Tensor, temperature: float) -> float:
     return float(-probs[torch.arange(len(labels)), labels].clamp_min(1e-12).log().mean())
 
 
+def calibration_error(probs: Tensor, labels: Tensor, bins: int = 15) -> float:
+    """Expected calibration error: over equal-width bins of the top probability, the gap between the
+    answers' accuracy and their mean top probability, weighted by the share of answers in the bin."""
+    confidence, answers = probs.max(dim=1)
+    right = (answers == labels).float()
+    bin_of = (confidence * bins).long().clamp(max=bins - 1)
+    error = 0.0
+    for b in range(bins):
+        inside = bin_of == b
+        if inside.any():
+            error += float(inside.float().mean() * (right[inside].mean() - confidence[inside].mean()).abs())
+    return error
+
+
 def fit_temperature(sets: Sequence[tuple[Tensor, Tensor]], bounds: tuple[float, float] = (0.2, 5.0), steps: int = 60) -> float:
     """The T minimising the mean over `sets` of each set's ensemble_nll (each set weighs the same,
     whatever its size): a golden-section search over log T within `bounds`, to about 0.1%."""

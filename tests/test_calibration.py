@@ -38,6 +38,19 @@ def test_each_set_weighs_the_same_whatever_its_size() -> None:
     assert calibration.fit_temperature([sharp, blunt]) == both  # deterministic
 
 
+def test_calibration_error_is_the_gap_between_confidence_and_accuracy() -> None:
+    labels = torch.tensor([0, 0, 0, 0])
+    sure_and_right = torch.nn.functional.one_hot(labels, 10).float()
+    assert calibration.calibration_error(sure_and_right, labels) == 0.0
+    modest = torch.full((4, 10), 0.4 / 9).index_put_((torch.arange(4), labels), torch.tensor(0.6))  # 60% sure, always right
+    assert calibration.calibration_error(modest, labels) == pytest.approx(0.4)
+    half_right = torch.nn.functional.one_hot(torch.tensor([0, 0, 1, 1]), 10).float()  # sure, right half the time
+    assert calibration.calibration_error(half_right, labels) == pytest.approx(0.5)
+    logits, drawn = _drawn_with(1.0)
+    calibrated = calibration.calibration_error((logits / 1.0).softmax(-1).mean(0), drawn)
+    assert calibrated < 0.03 < calibration.calibration_error((logits / 3.0).softmax(-1).mean(0), drawn)
+
+
 @pytest.mark.parametrize("value", [0, -1, 50, "hot", True, None])
 def test_a_temperature_out_of_bounds_is_refused(value) -> None:
     with pytest.raises(ValueError, match=r"must be a number from 0.05 to 20"):
