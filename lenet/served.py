@@ -7,8 +7,8 @@ weights and a JSON card inside the package (lenet/served/).
 The card says what the weights are (the network, as an allow-listed spec, and the normalisation
 they expect), how the images must be prepared, what trained them (the recipe, the data and its
 attribution), the temperature their probabilities are calibrated with (fitted on validation data
-by lenet.calibration, unless --temperature gives one) and what they were measured to do. Loading (lenet.inference.load_weights) reads
-tensors and JSON only: nothing in either file can run code.
+by lenet.calibration, unless --temperature gives one) and what they were measured to do. Loading
+(lenet.inference.load_weights) reads tensors and JSON only: nothing in either file can run code.
 """
 
 from __future__ import annotations
