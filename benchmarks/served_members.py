@@ -23,17 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
 from lenet.data import mnist_validation  # noqa: E402
-from lenet.evaluation import default_data_dir, evaluate  # noqa: E402
+from lenet.evaluation import default_data_dir  # noqa: E402
 from lenet.inference import Ensemble, load_ensemble  # noqa: E402
 from lenet.unipen_images import load_renders  # noqa: E402
 from ensemble_latency import median_ms  # noqa: E402
 from results_file import add_results_dir_option, markdown_table, write_results  # noqa: E402
-
-
-def accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
-    """The project's accuracy (lenet.evaluation) and the mistakes it counts."""
-    acc = evaluate(model, images, labels).metrics["test/acc"]
-    return acc, round((1 - acc) * len(labels))
+from val_styles import scores  # noqa: E402
 
 
 def one_drawing_ms(model, image: torch.Tensor) -> float:
@@ -61,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     rows, results = [], []
     for n in range(1, len(members) + 1):
         ensemble = members[0] if n == 1 else Ensemble(members[:n])
-        unipen_acc, unipen_wrong = accuracy(ensemble, unipen.images[:, 0], unipen.labels)
-        mnist_acc, mnist_wrong = accuracy(ensemble, mnist_images, mnist_labels)
+        on_unipen = scores(ensemble, unipen.images[:, 0], unipen.labels)
+        on_mnist = scores(ensemble, mnist_images, mnist_labels)
+        unipen_acc, unipen_wrong, mnist_acc, mnist_wrong = on_unipen["accuracy"], on_unipen["wrong"], on_mnist["accuracy"], on_mnist["wrong"]
         ms = one_drawing_ms(ensemble, unipen.images[:1, 0])
         results.append({"members": n, "val_unipen": unipen_acc, "val_unipen_wrong": unipen_wrong,
                         "val_mnist": mnist_acc, "val_mnist_wrong": mnist_wrong, "ms_per_drawing": round(ms, 3)})  # fmt: skip

@@ -10,11 +10,11 @@ it is at most `max_upload_bytes`, the label (0-9, or NOT_A_DIGIT), the model's a
 the model's id (/healthz's `checkpoint`), the writer's tag if one was given, and the time.
 
 Standard library only (Pillow for export; NumPy and torch to read rows as tensors). The database is
-in WAL mode, so readers never wait for the writer. Each thread of each process opens its own connection; a write is one short BEGIN IMMEDIATE
-transaction, and a writer that finds another one busy waits for it (SQLite's busy handler retries)
-up to `busy_timeout_s`, then gets CorrectionsBusy. The row and byte limits are checked inside that
-transaction, so several server processes together cannot go past them. Every failure is a
-CorrectionsError whose message names the file and what to do.
+in WAL mode, so readers never wait for the writer. Each thread of each process opens its own
+connection; a write is one short BEGIN IMMEDIATE transaction, and a writer that finds another one
+busy waits for it (SQLite's busy handler retries) up to `busy_timeout_s`, then gets CorrectionsBusy.
+The row and byte limits are checked inside that transaction, so several server processes together
+cannot go past them. Every failure is a CorrectionsError whose message names the file and what to do.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ def shared_temperature(models: Sequence[LoadedModel]) -> float:
     """The one temperature the models answer with; members calibrated apart are calibrated again."""
     temperatures = sorted({model.temperature for model in models})
     if len(temperatures) != 1:
-        raise ValueError(f"the models answer with different temperatures {temperatures}: fit one for the ensemble (leave out --temperature).")
+        raise ValueError(f"the models answer with different temperatures {temperatures}: ship them with one calibration fitted for the ensemble (python -m lenet.served fits it).")
     return temperatures[0]
 
 
